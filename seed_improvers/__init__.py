@@ -1,0 +1,1 @@
+"""Improver programs: each defines improve_algorithm(initial_solution, utility, language_model)."""

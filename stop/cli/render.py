@@ -1,0 +1,114 @@
+"""Rich renderings of an improve run: live progress, the candidate table, the best program."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from rich.table import Table
+
+from stop.improve import ImproveResult
+
+_STATUS_STYLE = {
+    "ok": "green",
+    "wrong_answer": "yellow",
+    "timeout": "magenta",
+    "crash": "red",
+    "syntax_error": "red",
+    "no_code": "dim",
+}
+
+
+class ImproveProgress:
+    """Turns the core loop's events into a progress bar over the utility budget."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("checking the original program", total=None)
+
+    def __enter__(self) -> ImproveProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        update = self.progress.update
+        if kind == "started":
+            update(self.task, description="starting the improver", total=data["budget"], completed=0)
+        elif kind == "generate":
+            update(self.task, description=f"asking the model for {data['n']} rewrite(s)")
+        elif kind == "score":
+            update(self.task, description="scoring a candidate in the sandbox")
+        elif kind == "candidate" and data["record"].path is not None:
+            self.progress.advance(self.task)
+        elif kind == "rescoring":
+            update(self.task, description="re-scoring the original and the best")
+
+
+def candidate_table(result: ImproveResult) -> Table:
+    table = Table(title="Candidates", title_justify="left")
+    for column in ("#", "origin", "status", "score", "time", "detail"):
+        table.add_column(column, justify="right" if column in ("#", "score", "time") else "left")
+    for c in result.candidates:
+        e = c.evaluation
+        table.add_row(
+            str(c.index),
+            c.origin,
+            f"[{_STATUS_STYLE[e.status]}]{e.status.replace('_', ' ')}[/]",
+            f"{e.score:.4g}",
+            f"{e.seconds:.2f}s" if c.path else "",
+            (e.detail or "")[:60],
+        )
+    return table
+
+
+def summary(result: ImproveResult) -> Group:
+    parts: list[Any] = [candidate_table(result)]
+    if result.improver.status != "ok":
+        parts.append(f"[red]The improver failed ({result.improver.status}):[/] {result.improver.error}")
+    if result.improved:
+        parts.append(Panel(Syntax(result.diff, "diff", word_wrap=True), title="Best program vs. the original"))
+        gain = f"speedup {result.speedup:.4g}x" if result.speedup is not None else f"score {result.best_score:.4g}"
+        parts.append(
+            f"[bold green]Improved[/]: {gain} (score {result.baseline_score:.4g} -> {result.best_score:.4g})"
+        )
+    else:
+        parts.append(f"[yellow]No candidate beat the original[/] (score {result.baseline_score:.4g}).")
+    parts.append(f"Best program: {result.best_path}\nRun saved in: {result.run_dir}")
+    return Group(*parts)
+
+
+def result_json(result: ImproveResult) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "run_dir": result.run_dir,
+        "target": result.target,
+        "utility": result.utility,
+        "status": result.status,
+        "improver_error": result.improver.error,
+        "baseline_score": result.baseline_score,
+        "best_score": result.best_score,
+        "improved": result.improved,
+        "speedup": result.speedup,
+        "best_path": result.best_path,
+        "candidates": [
+            {"index": c.index, "origin": c.origin, "path": c.path, **c.evaluation.model_dump()}
+            for c in result.candidates
+        ],
+        "usage": result.usage.model_dump(),
+        "utility_uses": result.utility_uses,
+        "seconds": result.seconds,
+    }

@@ -1,0 +1,172 @@
+"""The core loop of `stop improve`: one improver, one target, one utility, one run record."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from stop.errors import BadInput
+from stop.improver import ImproverOutcome, load_improver, run_improver
+from stop.lineage import CandidateRecord, Record, RunStore
+from stop.llm import ModelSettings, build_backend
+from stop.llm.cache import ResponseCache
+from stop.llm.model import LanguageModel, Usage
+from stop.sandbox.runner import Limits
+from stop.utility import Evaluation, Target, UtilityOptions, load_utility
+
+log = logging.getLogger(__name__)
+
+OnEvent = Callable[[str, dict[str, Any]], None]
+
+
+class ImproveConfig(Record):
+    target: Path
+    utility: str = "speed"
+    utility_options: UtilityOptions = UtilityOptions()
+    improver: str = "seed"
+    model: ModelSettings = ModelSettings()
+    max_responses_per_call: int = 4
+    max_tokens: int = 256  # per response
+    model_budget_calls: int = 16
+    model_budget_tokens: int | None = None
+    seed: int = 0
+    improver_timeout_s: float = 600.0  # the whole improver, model calls included
+    runs_dir: Path = Path("runs")
+    use_cache: bool = True
+
+
+class ImproveResult(Record):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    run_dir: str
+    target: str
+    utility: str
+    score_range: str
+    status: str  # "completed", or "improver_failed" (the original is kept)
+    improver: ImproverOutcome
+    baseline_score: float
+    best_score: float
+    improved: bool
+    speedup: float | None = None
+    best_path: str
+    diff: str
+    candidates: list[CandidateRecord]
+    usage: Usage
+    utility_uses: int
+    seconds: float
+
+
+def _read_target(path: Path) -> Target:
+    try:
+        source = path.read_text()
+    except FileNotFoundError as exc:
+        raise BadInput(f"no such target file: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read target {path}: {exc}") from exc
+    try:
+        compile(source, str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise BadInput(f"{path} has a syntax error at line {exc.lineno}: {exc.msg}") from exc
+    return Target(path=path, source=source)
+
+
+def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveResult:
+    """Validate everything, then run the improver once and record the run."""
+    emit = on_event or (lambda kind, data: None)
+    started = time.monotonic()
+    # Everything that can be wrong with the input is found before the run directory exists.
+    target = _read_target(config.target)
+    improver_source = load_improver(config.improver)
+    emit("calibrating", {})
+    utility = load_utility(config.utility, target, config.utility_options)
+    backend = build_backend(config.model)
+
+    store = RunStore.create(config.runs_dir, "improve", config)
+    store.write_text("original.py", target.source)
+    cache = ResponseCache(config.runs_dir / ".cache" / "responses.sqlite3") if config.use_cache else None
+    model = LanguageModel(
+        backend,
+        max_responses_per_call=config.max_responses_per_call,
+        max_tokens=config.max_tokens,
+        budget_calls=config.model_budget_calls,
+        budget_tokens=config.model_budget_tokens,
+        seed=config.seed,
+        cache=cache,
+        on_exchange=store.log_exchange,
+    )
+    candidates: list[CandidateRecord] = []
+
+    def on_candidate(origin: str, program: str | None, evaluation: Evaluation) -> None:
+        record = store.save_candidate(origin, program, evaluation)
+        candidates.append(record)
+        emit("candidate", {"record": record})
+
+    emit("started", {"run_dir": str(store.dir), "budget": utility.budget})
+    try:
+        outcome = run_improver(
+            improver_source,
+            target.source,
+            utility,
+            model,
+            limits=Limits(wall_s=config.improver_timeout_s),
+            on_candidate=on_candidate,
+            on_request=lambda kind, n: emit(kind, {"n": n}),
+        )
+    finally:
+        if cache:
+            cache.close()
+    store.event("improver_finished", status=outcome.status, error=outcome.error)
+
+    # The host re-scores the original and the improver's choice with the hidden scorer:
+    # what the improver claims about its choice counts for nothing.
+    emit("rescoring", {})
+    baseline = utility.evaluate(target.source)
+    best_program = target.source
+    best = baseline
+    if outcome.status == "ok" and outcome.program and outcome.program.strip() != target.source.strip():
+        chosen = utility.evaluate(outcome.program)
+        if chosen.status == "ok" and utility.improves(chosen.score, baseline.score):
+            best_program, best = outcome.program, chosen
+    improved = best_program is not target.source
+    best_path = store.write_text("best.py", best_program)
+    diff = "".join(
+        difflib.unified_diff(
+            target.source.splitlines(keepends=True),
+            best_program.splitlines(keepends=True),
+            fromfile=f"{target.path.name} (original)",
+            tofile=f"{target.path.name} (best)",
+        )
+    )
+    speedup = None
+    if utility.name == "speed":
+        # Both measured now, side by side: original time / best time.
+        speedup = best.score / baseline.score if improved and baseline.score > 0 else 1.0
+    result = ImproveResult(
+        run_id=store.id,
+        run_dir=str(store.dir),
+        target=str(target.path),
+        utility=utility.name,
+        score_range=utility.score_range,
+        status="completed" if outcome.status == "ok" else "improver_failed",
+        improver=outcome,
+        baseline_score=baseline.score,
+        best_score=best.score,
+        improved=improved,
+        speedup=speedup,
+        best_path=str(best_path),
+        diff=diff,
+        candidates=candidates,
+        usage=model.usage,
+        utility_uses=utility.uses,
+        seconds=time.monotonic() - started,
+    )
+    store.write_record("result.json", result)
+    store.event("finished", improved=improved, best_score=best.score)
+    return result

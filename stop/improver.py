@@ -1,0 +1,129 @@
+"""Run an improver, untrusted code, in a sandbox; answer its model and utility calls here.
+
+The improver holds proxies (stop/sandbox/proxies.py). Each call crosses to the host,
+where budgets are enforced, the language model is called, and each candidate is scored
+in a sandbox of its own.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from stop.errors import BadInput, BudgetExhausted, StopError
+from stop.helpers import extract_code
+from stop.llm.model import LanguageModel
+from stop.sandbox.runner import Limits, run_job
+from stop.utility import Evaluation, Utility
+
+log = logging.getLogger(__name__)
+
+
+class _BatchPrompt(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    op: Literal["batch_prompt"]
+    expertise: str
+    messages: list[str]
+    temperature: float
+
+
+class _Score(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    op: Literal["utility"]
+    program: str
+
+
+class ImproverOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "timeout", "crash", "syntax_error"]
+    program: str | None = None
+    error: str | None = None
+    stderr: str = ""
+    isolation: list[str] = []
+
+
+def load_improver(spec: str) -> str:
+    """Source of a built-in improver (`seed`) or of an improver file."""
+    if spec.endswith(".py") or "/" in spec:
+        path = Path(spec)
+        try:
+            source = path.read_text()
+        except OSError as exc:
+            raise BadInput(f"cannot read improver {spec}: {exc.strerror or exc}") from exc
+    else:
+        resource = importlib.resources.files("seed_improvers").joinpath(f"{spec}.py")
+        if not resource.is_file():
+            raise BadInput(f"unknown improver {spec!r}: give a built-in name (seed) or a .py file")
+        source = resource.read_text()
+    try:
+        compile(source, spec, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise BadInput(f"improver {spec} has a syntax error at line {exc.lineno}: {exc.msg}") from exc
+    return source
+
+
+OnCandidate = Callable[[str, str | None, Evaluation], None]  # origin, program, evaluation
+
+
+def run_improver(
+    improver: str,
+    initial_solution: str,
+    utility: Utility,
+    model: LanguageModel,
+    *,
+    limits: Limits,
+    on_candidate: OnCandidate,
+    on_request: Callable[[str, int], None] | None = None,
+) -> ImproverOutcome:
+    def handle(body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if body.get("op") == "batch_prompt":
+                request = _BatchPrompt.model_validate(body)
+                if on_request:
+                    on_request("generate", len(request.messages))
+                texts = model.batch_prompt(request.expertise, request.messages, request.temperature)
+                for text in texts:
+                    if extract_code(text) is None:
+                        on_candidate("model", None, _no_code())
+                return {"ok": texts, "budget": model.budget}
+            request = _Score.model_validate(body)
+            if on_request:
+                on_request("score", 1)
+            evaluation = utility.use(request.program)
+            origin = "original" if request.program.strip() == initial_solution.strip() else "model"
+            on_candidate(origin, request.program, evaluation)
+            return {"ok": evaluation.score, "uses": utility.uses, "budget": utility.budget}
+        except ValidationError as exc:
+            return {"error": f"malformed request: {exc.errors()[0]['msg']}"}
+        except BudgetExhausted as exc:
+            return {"error": str(exc), "kind": "budget"}
+        except StopError as exc:
+            return {"error": str(exc)}
+
+    payload = {
+        "improver": improver,
+        "initial_solution": initial_solution,
+        "language_model": {
+            "budget": model.budget,
+            "max_responses_per_call": model.max_responses_per_call,
+        },
+        "utility": {"name": utility.name, "description": utility.description, "budget": utility.budget},
+    }
+    result = run_job("improve", payload, limits, rpc=handle)
+    reply = result.value if isinstance(result.value, dict) else {}
+    if result.status != "ok":
+        return ImproverOutcome(status=result.status, error=result.error, stderr=result.stderr, isolation=result.isolation)
+    if reply.get("outcome") == "ok" and isinstance(reply.get("program"), str):
+        return ImproverOutcome(status="ok", program=reply["program"], stderr=result.stderr, isolation=result.isolation)
+    status = "syntax_error" if reply.get("outcome") == "syntax_error" else "crash"
+    return ImproverOutcome(status=status, error=str(reply.get("error"))[:2000], stderr=result.stderr, isolation=result.isolation)
+
+
+def _no_code() -> Evaluation:
+    return Evaluation(status="no_code", score=0.0, seconds=0.0, detail="the reply holds no code block")

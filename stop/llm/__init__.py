@@ -1,0 +1,55 @@
+"""Language models: a registry of backends behind one protocol, and the host-side model.
+
+Backends register a factory by name; the CLI and tests build them the same way, so the
+scripted model used in tests is one more registered backend, not a mock.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from stop.errors import BadInput
+from stop.llm.base import Backend, Completion, ModelSettings, Prompt
+
+_FACTORIES: dict[str, Callable[[ModelSettings], Backend]] = {}
+# Built-in backends live in modules imported on first use (llama_cpp is heavy).
+_BUILTIN = {
+    "local": "stop.llm.local",
+    "openai": "stop.llm.openai_backend",
+    "scripted": "stop.llm.scripted",
+}
+
+
+def register_backend(name: str) -> Callable[[Callable[[ModelSettings], Backend]], Callable]:
+    def decorate(factory: Callable[[ModelSettings], Backend]) -> Callable:
+        _FACTORIES[name] = factory
+        return factory
+
+    return decorate
+
+
+def backend_names() -> list[str]:
+    return sorted(set(_FACTORIES) | set(_BUILTIN))
+
+
+def build_backend(settings: ModelSettings) -> Backend:
+    if settings.backend not in _FACTORIES and settings.backend in _BUILTIN:
+        importlib.import_module(_BUILTIN[settings.backend])
+    factory = _FACTORIES.get(settings.backend)
+    if factory is None:
+        raise BadInput(
+            f"unknown backend {settings.backend!r}; choose one of {', '.join(backend_names())}"
+        )
+    return factory(settings)
+
+
+__all__ = [
+    "Backend",
+    "Completion",
+    "ModelSettings",
+    "Prompt",
+    "backend_names",
+    "build_backend",
+    "register_backend",
+]

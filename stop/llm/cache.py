@@ -1,0 +1,45 @@
+"""A response cache on disk: a re-run replays, a crashed run resumes without paying twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from stop.llm.base import Completion, Prompt
+
+
+def cache_key(backend_id: str, prompt: Prompt) -> str:
+    material = json.dumps({"backend": backend_id, **asdict(prompt)}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class ResponseCache:
+    """SQLite keyed by everything that determines a response; safe across threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # timeout: several stop processes may share one cache file
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        with self._lock, self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)")
+
+    def get(self, key: str) -> Completion | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return Completion.model_validate_json(row[0]).model_copy(update={"cached": True})
+
+    def put(self, key: str, completion: Completion) -> None:
+        value = completion.model_copy(update={"cached": False}).model_dump_json()
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,62 @@
+"""Entry point of a sandbox child: read the job, confine, run it, reply.
+
+Everything here runs before untrusted code does, so it imports what the job needs first:
+once the child has dropped to its own user id it may no longer be able to read the
+Python installation (under /root, for instance).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+# Imported while still privileged: modules that candidate programs commonly use.
+_COMMON = (
+    "traceback", "math", "functools", "itertools", "collections", "heapq", "bisect",
+    "random", "re", "string", "operator", "typing", "dataclasses", "statistics",
+    "fractions", "decimal", "array", "copy", "time", "json", "stop.helpers", "stop.errors",
+)  # fmt: skip
+
+
+class Channel:
+    """The child's end of the newline-delimited JSON pipes (see runner._Channel)."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self._r = os.fdopen(rfd, "rb")
+        self._w = os.fdopen(wfd, "wb")
+
+    def send(self, message: dict) -> None:
+        self._w.write(json.dumps(message).encode() + b"\n")
+        self._w.flush()
+
+    def recv(self) -> dict:
+        line = self._r.readline()
+        if not line:
+            raise EOFError("host closed the channel")
+        return json.loads(line)
+
+    def call(self, body: dict) -> dict:
+        self.send({"type": "rpc", "body": body})
+        return self.recv()
+
+
+def main() -> None:
+    chan = Channel(int(sys.argv[1]), int(sys.argv[2]))
+    job = chan.recv()
+    for name in (*_COMMON, *job.get("preload", ())):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    from stop.sandbox import jobs
+    from stop.sandbox.confine import confine
+
+    run = jobs.JOBS[job["kind"]]
+    isolation = confine(job["confine"])
+    chan.send({"type": "confined", "isolation": isolation})
+    value = run(job["payload"], chan)
+    chan.send({"type": "result", "body": value})
+    sys.stdout.flush()
+    sys.stderr.flush()

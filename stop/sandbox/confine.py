@@ -1,0 +1,52 @@
+"""Self-confinement of a sandbox child, applied before any untrusted code runs."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+
+
+def _unshare(flags: int) -> bool:
+    """unshare(2) through libc: os.unshare only exists from Python 3.12."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.unshare(flags) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _limit(which: int, value: int) -> None:
+    hard = resource.getrlimit(which)[1]
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
+
+
+def confine(spec: dict) -> list[str]:
+    """Apply limits, cut the network, drop privileges; return what was applied."""
+    applied = ["rlimits"]
+    mb = 1 << 20
+    _limit(resource.RLIMIT_AS, spec["memory_mb"] * mb)
+    _limit(resource.RLIMIT_FSIZE, spec["file_mb"] * mb)
+    _limit(resource.RLIMIT_NOFILE, spec["open_files"])
+    _limit(resource.RLIMIT_CORE, 0)
+    # CPU seconds back up the host's wall clock in case the host itself dies.
+    _limit(resource.RLIMIT_CPU, int(spec["wall_s"]) + 2)
+    uid = spec.get("uid")
+    if uid is not None:
+        # RLIMIT_NPROC counts processes per real user id; it binds once we are `uid`.
+        _limit(resource.RLIMIT_NPROC, spec["processes"])
+        if _unshare(_CLONE_NEWNET):
+            applied.append("netns")
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        applied.append(f"uid={uid}")
+    else:
+        if _unshare(_CLONE_NEWUSER | _CLONE_NEWNET):
+            applied.append("netns")
+    os.chdir(spec["workdir"])
+    return applied

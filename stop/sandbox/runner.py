@@ -1,0 +1,304 @@
+"""Host side of the sandbox: start a child, talk to it over pipes, kill all it started.
+
+The child (stop/sandbox/child.py) confines itself before it runs any untrusted code:
+resource limits, a private network namespace, and, when we are root, a user id of its
+own. The host owns the wall clock: at the deadline it kills the child's process group
+and every process left running under the child's user id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from stop.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+# Only these variables reach the child; everything else (API keys, tokens, proxies,
+# cloud credentials) stays with the host.
+_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+# A private range of user ids, one per sandbox, so that "kill everything this sandbox
+# started" is exact even when the code double-forks or calls setsid().
+_UID_BASE, _UID_SPAN = 200_000, 100_000
+_uid_counter = itertools.count()
+
+Rpc = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wall_s: float = 10.0  # seconds of wall clock, counted by the host
+    memory_mb: int = 1024  # address space
+    file_mb: int = 16  # largest file the child may write (stdout and stderr included)
+    open_files: int = 64
+    processes: int = 32  # threads count too
+    tail_chars: int = 4000  # how much of stdout/stderr is kept
+    message_mb: int = 32  # largest message the child may send
+
+
+class SandboxResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "timeout", "crash"]
+    value: Any = None  # the child's reply: JSON from untrusted code, validate before use
+    error: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    wall_s: float
+    returncode: int | None = None
+    isolation: list[str] = []
+
+
+def _child_env(workdir: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _ENV_ALLOW if k in os.environ}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env.update(HOME=workdir, TMPDIR=workdir, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+    return env
+
+
+def _next_uid() -> int:
+    return _UID_BASE + (os.getpid() * 7919 + next(_uid_counter)) % _UID_SPAN
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process owned by `uid` until none is left (fork bombs respawn)."""
+    for _ in range(50):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid == uid and not _is_zombie(entry.path):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found = True
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+        if not found:
+            return
+        time.sleep(0.01)
+    log.warning("sandbox: processes of uid %d survived repeated SIGKILL", uid)
+
+
+def _is_zombie(proc_dir: str) -> bool:
+    # A killed process stays in /proc until reaped; it holds no resources.
+    with open(f"{proc_dir}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path, chars: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - chars * 4))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return text[-chars:]
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        sig = signal.Signals(-code)
+        why = {
+            signal.SIGXFSZ: "file-size limit (output too large)",
+            signal.SIGXCPU: "CPU-time limit",
+            signal.SIGSEGV: "segmentation fault",
+            signal.SIGKILL: "killed (memory or process limit, or from outside)",
+        }.get(sig, "")
+        return f"killed by {sig.name}" + (f": {why}" if why else "")
+    return f"exited with status {code} before replying"
+
+
+class _Channel:
+    """Newline-delimited JSON over two pipes, with a deadline on every read and write."""
+
+    def __init__(self, rfd: int, wfd: int, deadline: float, max_bytes: int) -> None:
+        self.rfd, self.wfd, self.deadline, self.max_bytes = rfd, wfd, deadline, max_bytes
+        self._buf = b""
+        os.set_blocking(rfd, False)
+        os.set_blocking(wfd, False)
+
+    def send(self, message: dict[str, Any]) -> bool:
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _, w, _ = select.select([], [self.wfd], [], left)
+            if w:
+                try:
+                    data = data[os.write(self.wfd, data) :]
+                except BrokenPipeError:
+                    return False
+        return True
+
+    def recv(self) -> dict[str, Any] | str:
+        """The next message, or "eof", "timeout" or "oversized"."""
+        while b"\n" not in self._buf:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            r, _, _ = select.select([self.rfd], [], [], left)
+            if not r:
+                continue
+            chunk = os.read(self.rfd, 1 << 16)
+            if not chunk:
+                return "eof"
+            self._buf += chunk
+            if len(self._buf) > self.max_bytes:
+                return "oversized"
+        line, self._buf = self._buf.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return "oversized"
+        return message if isinstance(message, dict) else "oversized"
+
+
+def run_job(
+    kind: str,
+    payload: dict[str, Any],
+    limits: Limits,
+    *,
+    rpc: Rpc | None = None,
+    preload: tuple[str, ...] = (),
+) -> SandboxResult:
+    """Run job `kind` (see stop/sandbox/jobs.py) in a fresh confined child.
+
+    `rpc` answers the child's requests (the improver's language-model and utility calls);
+    `preload` names modules the child imports before it drops its privileges.
+    """
+    root = os.geteuid() == 0
+    uid = _next_uid() if root else os.getuid()
+    private = Path(tempfile.mkdtemp(prefix="stop-host-"))  # stdout/stderr, host-only
+    workdir = tempfile.mkdtemp(prefix="stop-sbx-")
+    if root:
+        os.chown(workdir, uid, uid)
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    start = time.monotonic()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(private / "stdout", "wb") as out, open(private / "stderr", "wb") as err:
+            bootstrap = (
+                f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
+                "from stop.sandbox.child import main; main()"
+            )
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-c", bootstrap, str(to_child_r), str(from_child_w)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    pass_fds=(to_child_r, from_child_w),
+                    cwd=workdir,
+                    env=_child_env(workdir),
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise SandboxError(f"cannot start sandbox child: {exc}") from exc
+        os.close(to_child_r)
+        os.close(from_child_w)
+        chan = _Channel(from_child_r, to_child_w, start + limits.wall_s, limits.message_mb << 20)
+        job = {
+            "kind": kind,
+            "payload": payload,
+            "preload": list(preload),
+            "confine": {"uid": uid if root else None, "workdir": workdir, **limits.model_dump()},
+        }
+        status, value, error, isolation = _converse(chan, job, rpc)
+        if status != "timeout":
+            try:
+                proc.wait(timeout=max(0.0, min(2.0, start + limits.wall_s - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                status, error = "timeout", None
+        if status == "timeout":
+            error = f"timed out after {limits.wall_s:g} s; killed"
+        _kill_group(proc.pid)
+        if root:
+            _kill_uid(uid)
+        returncode = proc.wait()
+        if status == "ok" and returncode != 0:
+            status, error = "crash", _describe_exit(returncode)
+        if status == "crash" and error is None:
+            error = _describe_exit(returncode)
+        return SandboxResult(
+            status=status,
+            value=value,
+            error=error,
+            stdout=_tail(private / "stdout", limits.tail_chars),
+            stderr=_tail(private / "stderr", limits.tail_chars),
+            wall_s=time.monotonic() - start,
+            returncode=returncode,
+            isolation=isolation,
+        )
+    finally:
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc.pid)
+            proc.kill()
+            proc.wait()
+        if root:
+            _kill_uid(uid)
+        for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _converse(
+    chan: _Channel, job: dict[str, Any], rpc: Rpc | None
+) -> tuple[str, Any, str | None, list[str]]:
+    """Send the job, answer requests, and return (status, value, error, isolation)."""
+    if not chan.send(job):
+        return "crash", None, None, []
+    isolation: list[str] = []
+    while True:
+        message = chan.recv()
+        if message == "timeout":
+            return "timeout", None, None, isolation
+        if message == "eof":
+            return "crash", None, None, isolation
+        if message == "oversized" or not isinstance(message, dict):
+            return "crash", None, "sent a malformed or oversized message", isolation
+        kind = message.get("type")
+        if kind == "confined":
+            isolation = [str(x) for x in message.get("isolation", [])][:8]
+        elif kind == "rpc" and rpc is not None:
+            body = message.get("body")
+            reply = rpc(body) if isinstance(body, dict) else {"error": "malformed request"}
+            if not chan.send(reply):
+                return "timeout" if time.monotonic() >= chan.deadline else "crash", None, None, []
+        elif kind == "result":
+            return "ok", message.get("body"), None, isolation
+        else:
+            return "crash", None, f"sent an unexpected message type {kind!r}", isolation

@@ -1,0 +1,120 @@
+"""Utilities: a visible description shown to the model, a hidden scorer, a budget, a use count.
+
+Built-in utilities live in the `utilities` package (`--utility speed`); a user's own is a
+Python file that defines `build(target, options) -> Utility` (`--utility my_util.py`).
+A utility file is the user's own code and runs in the host; the programs it scores run
+in the sandbox.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from stop.errors import BadInput, BudgetExhausted
+
+Status = Literal["ok", "wrong_answer", "timeout", "crash", "syntax_error", "no_code"]
+
+
+class Evaluation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status
+    score: float  # 0 unless status is "ok"
+    seconds: float  # wall time of the evaluation, sandbox start-up included
+    detail: str | None = None  # why it failed, trimmed
+    metrics: dict[str, float] = {}
+
+
+class Target(BaseModel):
+    """The program being improved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    source: str
+
+
+class UtilityOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    budget: int = 5  # evaluations the improver may ask for
+    entry: str | None = None
+    inputs: str | None = None  # JSON list of argument lists
+    timeout_s: float | None = None  # per evaluation; None: chosen from the original's time
+
+
+class Utility(ABC):
+    name: str
+    description: str  # what the model is shown: honest and complete
+    score_range: str = "[0, 1]"
+    # Relative margin a score must beat the original's by to count as an improvement:
+    # timings are noisy, correctness scores are not.
+    min_improvement: float = 0.0
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.uses = 0
+
+    @abstractmethod
+    def evaluate(self, program: str) -> Evaluation:
+        """The hidden scorer: sandboxed, never counted against the budget."""
+
+    @property
+    def budget_left(self) -> int:
+        return max(0, self.budget - self.uses)
+
+    def use(self, program: str) -> Evaluation:
+        """One budgeted evaluation on behalf of an improver."""
+        if self.uses >= self.budget:
+            raise BudgetExhausted(f"utility budget of {self.budget} evaluations spent")
+        self.uses += 1
+        return self.evaluate(program)
+
+    def improves(self, score: float, baseline: float) -> bool:
+        return score > baseline * (1 + self.min_improvement) if baseline > 0 else score > baseline
+
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
+    """Build a utility from a built-in name or a path to a Python file."""
+    if spec.endswith(".py") or "/" in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise BadInput(f"no utility file {spec}")
+        module_spec = importlib.util.spec_from_file_location(f"stop_user_utility_{path.stem}", path)
+        if module_spec is None or module_spec.loader is None:
+            raise BadInput(f"cannot load utility file {spec}")
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise BadInput(f"utility file {spec} fails to load: {exc}") from exc
+    elif _NAME.match(spec):
+        try:
+            module = importlib.import_module(f"utilities.{spec}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"utilities.{spec}":
+                raise
+            raise BadInput(f"unknown utility {spec!r}; built in: {', '.join(builtin_utilities())}") from exc
+    else:
+        raise BadInput(f"unknown utility {spec!r}; built in: {', '.join(builtin_utilities())}")
+    build = getattr(module, "build", None)
+    if not callable(build):
+        raise BadInput(f"utility {spec} defines no build(target, options) function")
+    return build(target, options)
+
+
+def builtin_utilities() -> list[str]:
+    import utilities
+
+    folder = Path(utilities.__file__).parent
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))

@@ -1,0 +1,1 @@
+"""Built-in utilities: each module defines build(target, options) -> stop.utility.Utility."""

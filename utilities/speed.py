@@ -1,0 +1,139 @@
+"""The speed utility: same answers as the original program, in less time.
+
+Each input is timed from a fresh copy of the program (module body plus one call), the
+fastest of several repeats kept, so a program cannot look fast by caching answers
+between calls. score = original time / candidate time.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+from stop.errors import BadInput
+from stop.sandbox.runner import Limits, SandboxResult, run_job
+from stop.utility import Evaluation, Target, Utility, UtilityOptions
+
+REPEAT = 5
+_MIN_TIME_S = 1e-7  # below perf_counter's useful resolution; avoids dividing by zero
+_CALIBRATION_TIMEOUT_S = 120.0
+
+
+def resolve_entry(target: Target, entry: str | None) -> str:
+    try:
+        tree = ast.parse(target.source, filename=str(target.path))
+    except SyntaxError as exc:
+        raise BadInput(f"{target.path} has a syntax error at line {exc.lineno}: {exc.msg}") from exc
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    if entry is not None:
+        if entry not in functions:
+            defined = ", ".join(functions) or "no functions"
+            raise BadInput(f"--entry {entry}: {target.path} defines {defined}")
+        return entry
+    if target.path.stem in functions:
+        return target.path.stem
+    if len(functions) == 1:
+        return functions[0]
+    raise BadInput(
+        f"cannot tell which function of {target.path} to time: pass --entry "
+        f"(it defines {', '.join(functions) or 'no functions'})"
+    )
+
+
+def _parse_inputs(text: str, where: str) -> list[list[Any]]:
+    try:
+        inputs = json.loads(text)
+    except ValueError as exc:
+        raise BadInput(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(a, list) for a in inputs):
+        raise BadInput(f"{where} must be a non-empty JSON list of argument lists, e.g. [[20], [25]]")
+    return inputs
+
+
+def resolve_inputs(target: Target, inputs: str | None, entry: str) -> list[list[Any]]:
+    if inputs is not None:
+        return _parse_inputs(inputs, "--inputs")
+    sidecar = target.path.with_name(f"{target.path.stem}.inputs.json")
+    if sidecar.is_file():
+        return _parse_inputs(sidecar.read_text(), str(sidecar))
+    tree = ast.parse(target.source)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == entry)
+    if not fn.args.args and not fn.args.posonlyargs:
+        return [[]]
+    raise BadInput(f"no workload for {entry}: pass --inputs '[[25]]' or create {sidecar.name}")
+
+
+class SpeedUtility(Utility):
+    name = "speed"
+    score_range = "[0, inf): original time / candidate time; 1.0 is as fast as the original"
+    min_improvement = 0.05  # timing noise on a busy machine stays well under 5%
+
+    def __init__(self, target: Target, entry: str, inputs: list[list[Any]], options: UtilityOptions):
+        super().__init__(options.budget)
+        self.entry, self.inputs = entry, inputs
+        baseline = self._run(target.source, Limits(wall_s=options.timeout_s or _CALIBRATION_TIMEOUT_S))
+        reply = baseline.value if baseline.status == "ok" else None
+        if not isinstance(reply, dict) or reply.get("outcome") != "ok":
+            why = (reply or {}).get("error") if isinstance(reply, dict) else baseline.error
+            raise BadInput(f"the original {target.path} fails on its inputs: {why}")
+        self.expected = reply["outputs"]
+        self.baseline_time_s = max(sum(reply["times"]), _MIN_TIME_S)
+        # A candidate as slow as the original finishes in about the calibration's time.
+        self.limits = Limits(wall_s=options.timeout_s or max(2.0, 3 * baseline.wall_s))
+        self.description = (
+            f"Programs are scored by speed, in a sandbox. For each argument list in {json.dumps(inputs)}, "
+            f"a fresh copy of the program is executed and `{entry}(*args)` is called; the time of both "
+            f"together is measured, the fastest of {REPEAT} repeats kept. Every result must equal the "
+            "original program's result exactly: a wrong answer, a crash, or running longer than "
+            f"{self.limits.wall_s:g} s in all scores 0. Otherwise score = original time / new time "
+            "(1.0 is as fast as the original; higher is better). Answer with the complete program "
+            f"in one ```python block, keeping the function `{entry}` and its signature."
+        )
+
+    def _run(self, program: str, limits: Limits) -> SandboxResult:
+        payload = {"code": program, "entry": self.entry, "inputs": self.inputs, "repeat": REPEAT}
+        return run_job("call", payload, limits)
+
+    def evaluate(self, program: str) -> Evaluation:
+        result = self._run(program, self.limits)
+        if result.status != "ok":
+            return Evaluation(status=result.status, score=0.0, seconds=result.wall_s, detail=result.error)
+        reply = result.value if isinstance(result.value, dict) else {}
+        outcome = reply.get("outcome")
+        if outcome != "ok":
+            status = outcome if outcome in ("syntax_error", "crash", "wrong_answer") else "crash"
+            return Evaluation(status=status, score=0.0, seconds=result.wall_s, detail=str(reply.get("error"))[:500])
+        outputs, times = reply.get("outputs"), reply.get("times")
+        if _canonical(outputs) != _canonical(self.expected):
+            return Evaluation(status="wrong_answer", score=0.0, seconds=result.wall_s, detail=_first_mismatch(self.inputs, self.expected, outputs))
+        try:
+            elapsed = max(float(sum(times)), _MIN_TIME_S)
+        except (TypeError, ValueError):
+            return Evaluation(status="crash", score=0.0, seconds=result.wall_s, detail="malformed timing reply")
+        return Evaluation(
+            status="ok",
+            score=self.baseline_time_s / elapsed,
+            seconds=result.wall_s,
+            metrics={"time_s": elapsed, "baseline_time_s": self.baseline_time_s},
+        )
+
+
+def _canonical(value: Any) -> str:
+    # Exact comparison: 1, 1.0 and True are different answers.
+    return json.dumps(value, sort_keys=True)
+
+
+def _first_mismatch(inputs: list, expected: list, got: Any) -> str:
+    if not isinstance(got, list) or len(got) != len(expected):
+        return "returned the wrong number of results"
+    for args, want, have in zip(inputs, expected, got, strict=True):
+        if _canonical(want) != _canonical(have):
+            return f"for args {json.dumps(args)[:80]}: expected {json.dumps(want)[:80]}, got {json.dumps(have)[:80]}"
+    return "wrong answer"
+
+
+def build(target: Target, options: UtilityOptions) -> SpeedUtility:
+    entry = resolve_entry(target, options.entry)
+    return SpeedUtility(target, entry, resolve_inputs(target, options.inputs, entry), options)
