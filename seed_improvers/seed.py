@@ -22,7 +22,7 @@ You will be evaluated based on this score function:
 ```
 
 You must return an improved solution. Be as creative as you can under the constraints.
-Your primary improvement must be novel and non-trivial. First, propose an idea, then implement it."""
+Your primary improvement must be novel and non-trivial. First, propose an idea, then implement it."""  # noqa: E501 - STOP's prompt, verbatim
     # One evaluation is kept for the initial solution.
     n_messages = min(language_model.max_responses_per_call, utility.budget - 1)
     if n_messages < 1:

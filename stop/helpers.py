@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
-# A fence opens with three or more backticks and an optional language tag on its own line.
-_FENCE = re.compile(r"^```[ \t]*([\w+-]*)[ \t]*$", re.MULTILINE)
+# A fence is three backticks and an optional language tag alone on a line (indented in a
+# markdown list, perhaps).
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[ \t]*$", re.MULTILINE)
 
 
 def _blocks(text: str) -> list[str]:
+    text = text.replace("\r\n", "\n")  # some servers answer with CRLF line ends
     blocks: list[str] = []
     fences = list(_FENCE.finditer(text))
     i = 0

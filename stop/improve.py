@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from stop.errors import BadInput
 from stop.improver import ImproverOutcome, load_improver, run_improver
@@ -90,7 +90,11 @@ def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveRe
 
     store = RunStore.create(config.runs_dir, "improve", config)
     store.write_text("original.py", target.source)
-    cache = ResponseCache(config.runs_dir / ".cache" / "responses.sqlite3") if config.use_cache else None
+    cache = (
+        ResponseCache(config.runs_dir / ".cache" / "responses.sqlite3")
+        if config.use_cache
+        else None
+    )
     model = LanguageModel(
         backend,
         max_responses_per_call=config.max_responses_per_call,
@@ -130,7 +134,11 @@ def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveRe
     baseline = utility.evaluate(target.source)
     best_program = target.source
     best = baseline
-    if outcome.status == "ok" and outcome.program and outcome.program.strip() != target.source.strip():
+    if (
+        outcome.status == "ok"
+        and outcome.program
+        and outcome.program.strip() != target.source.strip()
+    ):
         chosen = utility.evaluate(outcome.program)
         if chosen.status == "ok" and utility.improves(chosen.score, baseline.score):
             best_program, best = outcome.program, chosen

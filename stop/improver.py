@@ -64,7 +64,9 @@ def load_improver(spec: str) -> str:
     try:
         compile(source, spec, "exec", dont_inherit=True)
     except SyntaxError as exc:
-        raise BadInput(f"improver {spec} has a syntax error at line {exc.lineno}: {exc.msg}") from exc
+        raise BadInput(
+            f"improver {spec} has a syntax error at line {exc.lineno}: {exc.msg}"
+        ) from exc
     return source
 
 
@@ -113,17 +115,35 @@ def run_improver(
             "budget": model.budget,
             "max_responses_per_call": model.max_responses_per_call,
         },
-        "utility": {"name": utility.name, "description": utility.description, "budget": utility.budget},
+        "utility": {
+            "name": utility.name,
+            "description": utility.description,
+            "budget": utility.budget,
+        },
     }
     result = run_job("improve", payload, limits, rpc=handle)
     reply = result.value if isinstance(result.value, dict) else {}
     if result.status != "ok":
-        return ImproverOutcome(status=result.status, error=result.error, stderr=result.stderr, isolation=result.isolation)
+        return ImproverOutcome(
+            status=result.status,
+            error=result.error,
+            stderr=result.stderr,
+            isolation=result.isolation,
+        )
     if reply.get("outcome") == "ok" and isinstance(reply.get("program"), str):
-        return ImproverOutcome(status="ok", program=reply["program"], stderr=result.stderr, isolation=result.isolation)
+        return ImproverOutcome(
+            status="ok", program=reply["program"], stderr=result.stderr, isolation=result.isolation
+        )
     status = "syntax_error" if reply.get("outcome") == "syntax_error" else "crash"
-    return ImproverOutcome(status=status, error=str(reply.get("error"))[:2000], stderr=result.stderr, isolation=result.isolation)
+    return ImproverOutcome(
+        status=status,
+        error=str(reply.get("error"))[:2000],
+        stderr=result.stderr,
+        isolation=result.isolation,
+    )
 
 
 def _no_code() -> Evaluation:
-    return Evaluation(status="no_code", score=0.0, seconds=0.0, detail="the reply holds no code block")
+    return Evaluation(
+        status="no_code", score=0.0, seconds=0.0, detail="the reply holds no code block"
+    )

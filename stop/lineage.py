@@ -85,7 +85,9 @@ class RunStore:
             },
         )
 
-    def save_candidate(self, origin: str, program: str | None, evaluation: Evaluation) -> CandidateRecord:
+    def save_candidate(
+        self, origin: str, program: str | None, evaluation: Evaluation
+    ) -> CandidateRecord:
         with self._lock:
             index = sum(1 for _ in (self.dir / "candidates").glob("*.json"))
             path = None
@@ -93,6 +95,8 @@ class RunStore:
                 path = f"candidates/{index:03d}.py"
                 _write_atomic(self.dir / path, program)
             record = CandidateRecord(index=index, origin=origin, path=path, evaluation=evaluation)
-            _write_atomic(self.dir / f"candidates/{index:03d}.json", record.model_dump_json(indent=2))
+            _write_atomic(
+                self.dir / f"candidates/{index:03d}.json", record.model_dump_json(indent=2)
+            )
         self.event("candidate", index=index, status=evaluation.status, score=evaluation.score)
         return record

@@ -104,7 +104,9 @@ def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
         except ModuleNotFoundError as exc:
             if exc.name != f"utilities.{spec}":
                 raise
-            raise BadInput(f"unknown utility {spec!r}; built in: {', '.join(builtin_utilities())}") from exc
+            raise BadInput(
+                f"unknown utility {spec!r}; built in: {', '.join(builtin_utilities())}"
+            ) from exc
     else:
         raise BadInput(f"unknown utility {spec!r}; built in: {', '.join(builtin_utilities())}")
     build = getattr(module, "build", None)

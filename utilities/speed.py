@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import json
-from pathlib import Path
 from typing import Any
 
 from stop.errors import BadInput
@@ -48,7 +47,9 @@ def _parse_inputs(text: str, where: str) -> list[list[Any]]:
     except ValueError as exc:
         raise BadInput(f"{where} is not valid JSON: {exc}") from exc
     if not isinstance(inputs, list) or not inputs or not all(isinstance(a, list) for a in inputs):
-        raise BadInput(f"{where} must be a non-empty JSON list of argument lists, e.g. [[20], [25]]")
+        raise BadInput(
+            f"{where} must be a non-empty JSON list of argument lists, e.g. [[20], [25]]"
+        )
     return inputs
 
 
@@ -70,10 +71,14 @@ class SpeedUtility(Utility):
     score_range = "[0, inf): original time / candidate time; 1.0 is as fast as the original"
     min_improvement = 0.05  # timing noise on a busy machine stays well under 5%
 
-    def __init__(self, target: Target, entry: str, inputs: list[list[Any]], options: UtilityOptions):
+    def __init__(
+        self, target: Target, entry: str, inputs: list[list[Any]], options: UtilityOptions
+    ):
         super().__init__(options.budget)
         self.entry, self.inputs = entry, inputs
-        baseline = self._run(target.source, Limits(wall_s=options.timeout_s or _CALIBRATION_TIMEOUT_S))
+        baseline = self._run(
+            target.source, Limits(wall_s=options.timeout_s or _CALIBRATION_TIMEOUT_S)
+        )
         reply = baseline.value if baseline.status == "ok" else None
         if not isinstance(reply, dict) or reply.get("outcome") != "ok":
             why = (reply or {}).get("error") if isinstance(reply, dict) else baseline.error
@@ -83,9 +88,10 @@ class SpeedUtility(Utility):
         # A candidate as slow as the original finishes in about the calibration's time.
         self.limits = Limits(wall_s=options.timeout_s or max(2.0, 3 * baseline.wall_s))
         self.description = (
-            f"Programs are scored by speed, in a sandbox. For each argument list in {json.dumps(inputs)}, "
-            f"a fresh copy of the program is executed and `{entry}(*args)` is called; the time of both "
-            f"together is measured, the fastest of {REPEAT} repeats kept. Every result must equal the "
+            "Programs are scored by speed, in a sandbox. For each argument list in "
+            f"{json.dumps(inputs)}, a fresh copy of the program is executed and `{entry}(*args)` "
+            f"is called; the time of both together is measured, the fastest of {REPEAT} repeats "
+            "kept. Every result must equal the "
             "original program's result exactly: a wrong answer, a crash, or running longer than "
             f"{self.limits.wall_s:g} s in all scores 0. Otherwise score = original time / new time "
             "(1.0 is as fast as the original; higher is better). Answer with the complete program "
@@ -99,19 +105,33 @@ class SpeedUtility(Utility):
     def evaluate(self, program: str) -> Evaluation:
         result = self._run(program, self.limits)
         if result.status != "ok":
-            return Evaluation(status=result.status, score=0.0, seconds=result.wall_s, detail=result.error)
+            return Evaluation(
+                status=result.status, score=0.0, seconds=result.wall_s, detail=result.error
+            )
         reply = result.value if isinstance(result.value, dict) else {}
         outcome = reply.get("outcome")
         if outcome != "ok":
             status = outcome if outcome in ("syntax_error", "crash", "wrong_answer") else "crash"
-            return Evaluation(status=status, score=0.0, seconds=result.wall_s, detail=str(reply.get("error"))[:500])
+            return Evaluation(
+                status=status,
+                score=0.0,
+                seconds=result.wall_s,
+                detail=str(reply.get("error"))[:500],
+            )
         outputs, times = reply.get("outputs"), reply.get("times")
         if _canonical(outputs) != _canonical(self.expected):
-            return Evaluation(status="wrong_answer", score=0.0, seconds=result.wall_s, detail=_first_mismatch(self.inputs, self.expected, outputs))
+            return Evaluation(
+                status="wrong_answer",
+                score=0.0,
+                seconds=result.wall_s,
+                detail=_first_mismatch(self.inputs, self.expected, outputs),
+            )
         try:
             elapsed = max(float(sum(times)), _MIN_TIME_S)
         except (TypeError, ValueError):
-            return Evaluation(status="crash", score=0.0, seconds=result.wall_s, detail="malformed timing reply")
+            return Evaluation(
+                status="crash", score=0.0, seconds=result.wall_s, detail="malformed timing reply"
+            )
         return Evaluation(
             status="ok",
             score=self.baseline_time_s / elapsed,
@@ -130,7 +150,8 @@ def _first_mismatch(inputs: list, expected: list, got: Any) -> str:
         return "returned the wrong number of results"
     for args, want, have in zip(inputs, expected, got, strict=True):
         if _canonical(want) != _canonical(have):
-            return f"for args {json.dumps(args)[:80]}: expected {json.dumps(want)[:80]}, got {json.dumps(have)[:80]}"
+            shown = [json.dumps(x)[:80] for x in (args, want, have)]
+            return "for args {}: expected {}, got {}".format(*shown)
     return "wrong answer"
 
 

@@ -22,23 +22,45 @@ class BackendName(str, Enum):
 @app.command()
 def improve(
     target: Path = typer.Option(..., "--target", "-t", help="The Python program to improve."),
-    utility: str = typer.Option("speed", help="Built-in utility name or a .py file defining build()."),
+    utility: str = typer.Option(
+        "speed", help="Built-in utility name or a .py file defining build()."
+    ),
     improver: str = typer.Option("seed", help="Built-in improver name or a .py improver file."),
-    entry: str = typer.Option(None, help="Function to time (default: named like the file, or the only one)."),
-    inputs: str = typer.Option(None, help="JSON list of argument lists (default: <target>.inputs.json)."),
+    entry: str = typer.Option(
+        None, help="Function to time (default: named like the file, or the only one)."
+    ),
+    inputs: str = typer.Option(
+        None, help="JSON list of argument lists (default: <target>.inputs.json)."
+    ),
     budget: int = typer.Option(5, min=1, help="Utility evaluations the improver may ask for."),
-    timeout: float = typer.Option(None, min=0.1, help="Seconds per candidate evaluation (default: from the original)."),
+    timeout: float = typer.Option(
+        None, min=0.1, help="Seconds per candidate evaluation (default: from the original)."
+    ),
     samples: int = typer.Option(4, min=1, help="Most responses per language-model call."),
-    backend: BackendName = typer.Option(None, help="Model backend (default: openai with a base URL, else local)."),
+    backend: BackendName = typer.Option(
+        None, help="Model backend (default: openai with a base URL, else local)."
+    ),
     model: str = typer.Option(None, help="Model name (openai) or GGUF file (local)."),
-    base_url: str = typer.Option(None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key."),
+    base_url: str = typer.Option(
+        None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", help="Environment variable holding the API key."
+    ),
     script: Path = typer.Option(None, help="Scripted backend: JSON list of replies."),
-    max_tokens: int = typer.Option(None, min=16, help="Tokens per response (default 256 local, 2048 otherwise)."),
-    llm_budget: int = typer.Option(16, min=1, help="Language-model completions the improver may request."),
-    seed: int = typer.Option(0, help="Sampling seed; change it to draw new samples past the cache."),
+    max_tokens: int = typer.Option(
+        None, min=16, help="Tokens per response (default 256 local, 2048 otherwise)."
+    ),
+    llm_budget: int = typer.Option(
+        16, min=1, help="Language-model completions the improver may request."
+    ),
+    seed: int = typer.Option(
+        0, help="Sampling seed; change it to draw new samples past the cache."
+    ),
     runs_dir: Path = typer.Option(Path("runs"), help="Where runs are saved."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not replay or store model responses."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Do not replay or store model responses."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Ask a language model for rewrites of TARGET and keep the best by UTILITY."""
@@ -50,14 +72,22 @@ def improve(
 
     if backend is None:
         has_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        backend = BackendName.scripted if script else BackendName.openai if has_url else BackendName.local
+        backend = (
+            BackendName.scripted if script else BackendName.openai if has_url else BackendName.local
+        )
     config = ImproveConfig(
         target=target,
         utility=utility,
-        utility_options=UtilityOptions(budget=budget, entry=entry, inputs=inputs, timeout_s=timeout),
+        utility_options=UtilityOptions(
+            budget=budget, entry=entry, inputs=inputs, timeout_s=timeout
+        ),
         improver=improver,
         model=ModelSettings(
-            backend=backend.value, model=model, base_url=base_url, api_key_env=api_key_env, script=script
+            backend=backend.value,
+            model=model,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            script=script,
         ),
         max_responses_per_call=samples,
         max_tokens=max_tokens or (256 if backend is BackendName.local else 2048),

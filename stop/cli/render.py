@@ -6,7 +6,14 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -47,7 +54,9 @@ class ImproveProgress:
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         update = self.progress.update
         if kind == "started":
-            update(self.task, description="starting the improver", total=data["budget"], completed=0)
+            update(
+                self.task, description="starting the improver", total=data["budget"], completed=0
+            )
         elif kind == "generate":
             update(self.task, description=f"asking the model for {data['n']} rewrite(s)")
         elif kind == "score":
@@ -78,15 +87,28 @@ def candidate_table(result: ImproveResult) -> Table:
 def summary(result: ImproveResult) -> Group:
     parts: list[Any] = [candidate_table(result)]
     if result.improver.status != "ok":
-        parts.append(f"[red]The improver failed ({result.improver.status}):[/] {result.improver.error}")
-    if result.improved:
-        parts.append(Panel(Syntax(result.diff, "diff", word_wrap=True), title="Best program vs. the original"))
-        gain = f"speedup {result.speedup:.4g}x" if result.speedup is not None else f"score {result.best_score:.4g}"
         parts.append(
-            f"[bold green]Improved[/]: {gain} (score {result.baseline_score:.4g} -> {result.best_score:.4g})"
+            f"[red]The improver failed ({result.improver.status}):[/] {result.improver.error}"
+        )
+    if result.improved:
+        parts.append(
+            Panel(
+                Syntax(result.diff, "diff", word_wrap=True), title="Best program vs. the original"
+            )
+        )
+        gain = (
+            f"speedup {result.speedup:.4g}x"
+            if result.speedup is not None
+            else f"score {result.best_score:.4g}"
+        )
+        parts.append(
+            f"[bold green]Improved[/]: {gain} "
+            f"(score {result.baseline_score:.4g} -> {result.best_score:.4g})"
         )
     else:
-        parts.append(f"[yellow]No candidate beat the original[/] (score {result.baseline_score:.4g}).")
+        parts.append(
+            f"[yellow]No candidate beat the original[/] (score {result.baseline_score:.4g})."
+        )
     parts.append(f"Best program: {result.best_path}\nRun saved in: {result.run_dir}")
     return Group(*parts)
 

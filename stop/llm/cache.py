@@ -26,7 +26,9 @@ class ResponseCache:
         # timeout: several stop processes may share one cache file
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
         with self._lock, self._db:
-            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)"
+            )
 
     def get(self, key: str) -> Completion | None:
         with self._lock:

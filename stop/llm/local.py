@@ -7,6 +7,8 @@ block begins, so that what it writes next is a program.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
 import tempfile
@@ -38,8 +40,23 @@ def model_path() -> Path:
     return target
 
 
+@functools.cache
+def _route_llama_logs(llama_cpp: object) -> object:
+    """Send llama.cpp's own log lines to logging (debug) instead of the terminal."""
+
+    @llama_cpp.llama_log_callback  # type: ignore[attr-defined]
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        log.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))  # type: ignore[attr-defined]
+    return forward  # cached, so the C callback stays alive
+
+
 def format_prompt(prompt: Prompt) -> str:
-    return f"{prompt.expertise}\n\n{prompt.message}\n\nHere is the complete improved program:\n{_FENCE}python\n"
+    return (
+        f"{prompt.expertise}\n\n{prompt.message}\n\n"
+        f"Here is the complete improved program:\n{_FENCE}python\n"
+    )
 
 
 class LocalBackend:
@@ -48,8 +65,10 @@ class LocalBackend:
             import llama_cpp
         except ImportError as exc:
             raise BadInput(
-                "llama-cpp-python is not installed: run scripts/setup (or pip install 'stop[local]')"
+                "llama-cpp-python is not installed: "
+                "run scripts/setup (or pip install 'stop[local]')"
             ) from exc
+        _route_llama_logs(llama_cpp)
         path = Path(settings.model) if settings.model else model_path()
         if not path.is_file():
             raise BadInput(f"no GGUF model file at {path}")

@@ -86,7 +86,14 @@ class LanguageModel:
             for message in messages:
                 key = (expertise, message, temperature)
                 prompts.append(
-                    Prompt(expertise, message, temperature, self.max_tokens, self.seed, self._samples[key])
+                    Prompt(
+                        expertise,
+                        message,
+                        temperature,
+                        self.max_tokens,
+                        self.seed,
+                        self._samples[key],
+                    )
                 )
                 self._samples[key] += 1
         return prompts

@@ -32,7 +32,9 @@ class ScriptedBackend:
                 self.prompts.append(prompt)
                 text = self.replies[next(self._next)]
                 words = len(prompt.expertise.split()) + len(prompt.message.split())
-                out.append(Completion(text=text, prompt_tokens=words, completion_tokens=len(text.split())))
+                out.append(
+                    Completion(text=text, prompt_tokens=words, completion_tokens=len(text.split()))
+                )
         return out
 
 

@@ -80,7 +80,10 @@ def call_job(payload: dict, _chan: Any) -> dict:
                 exec(code, namespace)
                 fn = namespace.get(entry)
                 if not callable(fn):
-                    return {"outcome": "crash", "error": f"the program defines no function {entry!r}"}
+                    return {
+                        "outcome": "crash",
+                        "error": f"the program defines no function {entry!r}",
+                    }
                 out = fn(*args)
                 elapsed = _perf_counter() - t0
                 best = min(best, elapsed)
@@ -112,7 +115,10 @@ def improve_job(payload: dict, chan: Any) -> dict:
     except BaseException as exc:  # noqa: BLE001
         return {"outcome": "crash", "error": _trimmed_traceback(exc)}
     if _type(program) is not str:
-        return {"outcome": "crash", "error": f"improve_algorithm returned {_type(program).__name__}"}
+        return {
+            "outcome": "crash",
+            "error": f"improve_algorithm returned {_type(program).__name__}",
+        }
     return {"outcome": "ok", "program": program}
 
 

@@ -8,6 +8,7 @@ and every process left running under the child's user id.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -71,6 +72,11 @@ def _child_env(workdir: str) -> dict[str, str]:
     env.setdefault("PATH", "/usr/bin:/bin")
     env.update(HOME=workdir, TMPDIR=workdir, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
     return env
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning("sandbox: %s", message)
 
 
 def _next_uid() -> int:
@@ -196,6 +202,8 @@ def run_job(
     `preload` names modules the child imports before it drops its privileges.
     """
     root = os.geteuid() == 0
+    if not root:
+        _warn_once("not running as root: sandboxed code keeps your user id and can read your files")
     uid = _next_uid() if root else os.getuid()
     private = Path(tempfile.mkdtemp(prefix="stop-host-"))  # stdout/stderr, host-only
     workdir = tempfile.mkdtemp(prefix="stop-sbx-")
@@ -234,6 +242,8 @@ def run_job(
             "confine": {"uid": uid if root else None, "workdir": workdir, **limits.model_dump()},
         }
         status, value, error, isolation = _converse(chan, job, rpc)
+        if isolation and "netns" not in isolation:
+            _warn_once("no network namespace available: sandboxed code can use the network")
         if status != "timeout":
             try:
                 proc.wait(timeout=max(0.0, min(2.0, start + limits.wall_s - time.monotonic())))

@@ -1,0 +1,3 @@
+from stop.cli import main
+
+main()

@@ -1,0 +1,141 @@
+"""`stop improve` end to end: the core loop in-process and the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stop.improve import ImproveConfig, improve
+from stop.lineage import CandidateRecord
+from stop.llm import ModelSettings
+from stop.utility import UtilityOptions
+from tests import replies
+from tests.conftest import FIB, run_stop
+from tests.openai_server import CannedServer
+
+SECRET = "sk-test-do-not-leak-4242"
+
+
+def _config(tmp_path: Path, script: Path, **kw) -> ImproveConfig:
+    return ImproveConfig(
+        target=FIB,
+        model=ModelSettings(backend="scripted", script=script),
+        runs_dir=tmp_path / "runs",
+        **kw,
+    )
+
+
+def test_scripted_run_keeps_the_memoized_rewrite(tmp_path, script):
+    result = improve(_config(tmp_path, script([replies.MEMO, replies.WRONG, replies.PROSE])))
+    assert result.improved and result.status == "completed"
+    assert "lru_cache" in Path(result.best_path).read_text()
+    assert result.speedup is not None and result.speedup > 5
+    statuses = sorted(c.evaluation.status for c in result.candidates)
+    assert statuses == ["no_code", "ok", "ok", "wrong_answer"]
+    # The run directory reads back into the same records.
+    run = Path(result.run_dir)
+    for path in sorted((run / "candidates").glob("*.json")):
+        CandidateRecord.model_validate_json(path.read_text())
+    assert ImproveConfig.model_validate_json((run / "config.json").read_text()).target == FIB
+    events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+    assert events[0] == "started" and events[-1] == "finished"
+    assert len((run / "llm.jsonl").read_text().splitlines()) == 4  # samples per call
+
+
+def test_prompts_carry_the_program_and_the_utility_description(tmp_path, script):
+    from stop.llm import build_backend
+
+    config = _config(tmp_path, script([replies.PROSE]))
+    result = improve(config)
+    assert not result.improved and result.speedup == 1.0
+    exchange = json.loads((Path(result.run_dir) / "llm.jsonl").read_text().splitlines()[0])
+    assert "return fib(n - 1) + fib(n - 2)" in exchange["user"]
+    assert "original time / new time" in exchange["user"]
+    assert build_backend(config.model).prompts == []  # a fresh backend saw nothing
+
+
+def test_improver_cannot_raise_its_own_budget(tmp_path, script):
+    improver = tmp_path / "greedy.py"
+    improver.write_text(
+        "def improve_algorithm(initial_solution, utility, language_model):\n"
+        "    utility.budget = 10**6\n"
+        "    language_model.budget = 10**6\n"
+        "    scores = []\n"
+        "    for _ in range(10):\n"
+        "        try:\n"
+        "            scores.append(utility(initial_solution))\n"
+        "        except Exception as exc:\n"
+        "            scores.append(type(exc).__name__)\n"
+        "    return initial_solution\n"
+    )
+    config = _config(
+        tmp_path,
+        script([replies.MEMO]),
+        improver=str(improver),
+        utility_options=UtilityOptions(budget=3),
+    )
+    result = improve(config)
+    assert result.utility_uses == 3
+    assert len(result.candidates) == 3
+
+
+def test_improver_that_returns_garbage_keeps_the_original(tmp_path, script):
+    improver = tmp_path / "bad.py"
+    improver.write_text(
+        "def improve_algorithm(initial_solution, utility, language_model):\n"
+        "    print('noise on stdout' * 1000)\n"
+        "    return 42\n"
+    )
+    result = improve(_config(tmp_path, script([replies.MEMO]), improver=str(improver)))
+    assert result.status == "improver_failed"
+    assert "returned int" in (result.improver.error or "")
+    assert not result.improved
+    assert Path(result.best_path).read_text() == FIB.read_text()
+
+
+def test_openai_cli_run_against_a_real_http_server(tmp_path):
+    """The real openai client, over real HTTP, with one good reply among bad ones."""
+    with CannedServer(replies.ALL) as server:
+        proc = run_stop(
+            "improve", "--target", str(FIB), "--base-url", server.url, "--model", "canned",
+            "--samples", "6", "--budget", "7", "--json", "--runs-dir", str(tmp_path / "runs"),
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": SECRET, "STOP_TEST_SECRET": SECRET},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["improved"] is True
+        assert out["speedup"] > 10
+        assert out["best_score"] > out["baseline_score"]
+        assert "lru_cache" in Path(out["best_path"]).read_text()
+        statuses = {c["status"] for c in out["candidates"]}
+        assert statuses == {"ok", "wrong_answer", "timeout", "syntax_error", "no_code"}
+        # Concurrent requests, each authorised with the host's key, one batch of six.
+        assert len(server.requests) == 6
+        assert all(r["auth"] == f"Bearer {SECRET}" for r in server.requests)
+        assert all(r["body"]["model"] == "canned" for r in server.requests)
+        # The candidate that read the environment saw no secret, and none was written.
+        assert not any(SECRET in (c["detail"] or "") for c in out["candidates"])
+        for path in Path(out["run_dir"]).rglob("*"):
+            if path.is_file():
+                assert SECRET not in path.read_text(errors="replace"), path
+
+        # A second run replays every response from the cache: no new request.
+        again = run_stop(
+            "improve", "--target", str(FIB), "--base-url", server.url, "--model", "canned",
+            "--samples", "6", "--budget", "7", "--json", "--runs-dir", str(tmp_path / "runs"),
+            cwd=tmp_path, env={"OPENAI_API_KEY": SECRET},
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert len(server.requests) == 6
+        assert json.loads(again.stdout)["usage"]["cached"] == 6
+
+
+def test_rich_output_shows_table_diff_and_run_dir(tmp_path, script):
+    proc = run_stop(
+        "improve", "--target", str(FIB), "--script", str(script([replies.MEMO, replies.SYNTAX])),
+        "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path, env={"COLUMNS": "120"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for text in ("Candidates", "syntax error", "+@lru_cache", "Improved", "Run saved in"):
+        assert text in proc.stdout, text
