@@ -14,9 +14,11 @@ import sys
 
 # Imported while still privileged: modules that candidate programs commonly use.
 _COMMON = (
-    "traceback", "math", "functools", "itertools", "collections", "heapq", "bisect",
-    "random", "re", "string", "operator", "typing", "dataclasses", "statistics",
-    "fractions", "decimal", "array", "copy", "time", "json", "stop.helpers", "stop.errors",
+    "traceback", "math", "cmath", "functools", "itertools", "collections", "heapq", "bisect",
+    "random", "re", "string", "operator", "typing", "dataclasses", "statistics", "fractions",
+    "decimal", "array", "copy", "time", "datetime", "json", "struct", "hashlib", "enum",
+    "textwrap", "numbers", "threading", "queue", "contextlib", "signal", "unicodedata",
+    "stop.helpers", "stop.errors",
 )  # fmt: skip
 
 

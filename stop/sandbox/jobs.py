@@ -7,7 +7,11 @@ program that rebinds `builtins.type` cannot change how its own output is checked
 from __future__ import annotations
 
 import builtins
+import json
 import math
+import os
+import resource
+import sys
 import time
 import traceback
 from typing import Any
@@ -58,42 +62,123 @@ def _compile(code: str, filename: str) -> Any:
     return compile(code, filename, "exec", dont_inherit=True)
 
 
-def call_job(payload: dict, _chan: Any) -> dict:
-    """Run `entry(*args)` for each input; time each call from a fresh module.
+def _time_in_worker(code: Any, entry: str, args: list) -> dict:
+    """Runs in the forked worker: the only process that executes the candidate."""
+    namespace = {"__name__": "__candidate__", "__builtins__": builtins}
+    t0 = _perf_counter()
+    exec(code, namespace)
+    fn = namespace.get(entry)
+    if not callable(fn):
+        return {"outcome": "crash", "error": f"the program defines no function {entry!r}"}
+    out = fn(*args)
+    elapsed = _perf_counter() - t0
+    try:
+        return {"outcome": "ok", "output": to_plain(out), "time": elapsed}
+    except NotPlain as exc:
+        return {"outcome": "wrong_answer", "error": _str(exc)}
 
-    Every timed repeat re-executes the module body, so the time counts module-level
-    work and no result can be cached from one call to the next.
+
+def _worker(code: Any, entry: str, args: list, max_reply: int) -> tuple[dict, float]:
+    """Fork a worker to run one call; return its reply and the CPU seconds it used.
+
+    The worker holds no descriptor to the host, so it cannot speak for the sandbox; it
+    may not start processes or threads, so all its work shows in its own CPU time, which
+    the kernel counts and the worker cannot forge.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: untrusted code runs below
+        try:
+            os.close(r)
+            os.closerange(3, w)
+            os.closerange(w + 1, 1 << 16)
+            # One process for this uid (the sandbox parent) is already running, so no
+            # fork or thread can start: every cycle spent lands in this process's CPU time.
+            resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+            try:
+                reply = _time_in_worker(code, entry, args)
+            except BaseException as exc:  # noqa: BLE001 - SystemExit too is the program's fault
+                reply = {"outcome": "crash", "error": _trimmed_traceback(exc)}
+            data = json.dumps(reply).encode()
+            while data:
+                data = data[os.write(w, data) :]
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except BaseException:  # noqa: BLE001, S110 - the program may have closed it
+                    pass
+            os._exit(0)
+    os.close(w)
+    chunks, size = [], 0
+    with os.fdopen(r, "rb") as pipe:
+        while chunk := pipe.read(1 << 16):
+            size += _len(chunk)
+            if size > max_reply:
+                os.kill(pid, 9)
+                break
+            chunks.append(chunk)
+    _, status, usage = os.wait4(pid, 0)
+    cpu = usage.ru_utime + usage.ru_stime
+    if size > max_reply:
+        return {"outcome": "crash", "error": "the result is too large"}, cpu
+    try:
+        reply = json.loads(b"".join(chunks))
+    except ValueError:
+        why = (
+            f"killed by signal {-os.waitstatus_to_exitcode(status)}"
+            if os.WIFSIGNALED(status)
+            else ("exited before returning")
+        )
+        return {"outcome": "crash", "error": why}, cpu
+    return (reply if _type(reply) is dict else {"outcome": "crash", "error": "bad reply"}), cpu
+
+
+def _plausible(reported: Any, cpu: float, idle_cpu: float, reply_bytes: int) -> bool:
+    """Does the worker's own clock agree with the kernel's count of its CPU time?
+
+    The worker's measure is the precise one, but it comes from untrusted code. It must
+    be a finite, non-negative number, and not much below the CPU time the kernel charged
+    the worker, less what an empty worker costs and what writing the reply costs.
+    """
+    if _type(reported) is not float or not math.isfinite(reported) or reported < 0:
+        return False
+    work = cpu - idle_cpu
+    slack = 0.002 + 0.25 * work + reply_bytes * 50e-9  # seconds
+    return reported >= work - slack
+
+
+def call_job(payload: dict, _chan: Any) -> dict:
+    """Run `entry(*args)` for each input, each call in a fresh worker forked from here.
+
+    Every timed repeat starts from a fresh copy of the module, so the time counts
+    module-level work and no result can be cached from one call to the next.
     """
     try:
         code = _compile(payload["code"], "<candidate>")
+        idle = _compile("def _idle():\n    return None\n", "<idle>")
     except (SyntaxError, ValueError) as exc:
         return {"outcome": "syntax_error", "error": f"line {getattr(exc, 'lineno', '?')}: {exc}"}
     entry, repeat = payload["entry"], max(1, int(payload.get("repeat", 1)))
+    max_reply = int(payload.get("max_reply_bytes", 16 << 20))
+    idle_cpu = max(_worker(idle, "_idle", [], 1 << 10)[1] for _ in range(3))
     outputs: list[Any] = []
     times: list[float] = []
-    try:
-        for args in payload["inputs"]:
-            best = math.inf
-            for r in range(repeat):
-                namespace = {"__name__": "__candidate__", "__builtins__": builtins}
-                t0 = _perf_counter()
-                exec(code, namespace)
-                fn = namespace.get(entry)
-                if not callable(fn):
-                    return {
-                        "outcome": "crash",
-                        "error": f"the program defines no function {entry!r}",
-                    }
-                out = fn(*args)
-                elapsed = _perf_counter() - t0
-                best = min(best, elapsed)
-                if r == 0:
-                    outputs.append(to_plain(out))
-            times.append(_float(best))
-    except NotPlain as exc:
-        return {"outcome": "wrong_answer", "error": _str(exc)}
-    except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are the program's fault
-        return {"outcome": "crash", "error": _trimmed_traceback(exc)}
+    for args in payload["inputs"]:
+        best = math.inf
+        for r in range(repeat):
+            reply, cpu = _worker(code, entry, args, max_reply)
+            if reply.get("outcome") != "ok":
+                return {"outcome": reply.get("outcome"), "error": _str(reply.get("error"))[:2000]}
+            if not _plausible(reply.get("time"), cpu, idle_cpu, _len(json.dumps(reply))):
+                return {
+                    "outcome": "crash",
+                    "error": "reported a time the kernel's CPU accounting contradicts",
+                }
+            best = min(best, reply["time"])
+            if r == 0:
+                outputs.append(reply.get("output"))
+        times.append(_float(best))
     return {"outcome": "ok", "outputs": outputs, "times": times}
 
 

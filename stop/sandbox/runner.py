@@ -79,8 +79,24 @@ def _warn_once(message: str) -> None:
     log.warning("sandbox: %s", message)
 
 
+def _uids_in_use() -> set[int]:
+    in_use = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                in_use.add(entry.stat().st_uid)
+            except OSError:
+                continue
+    return in_use
+
+
 def _next_uid() -> int:
-    return _UID_BASE + (os.getpid() * 7919 + next(_uid_counter)) % _UID_SPAN
+    # Skip ids that some process holds: another stop process's sandbox, most likely.
+    in_use = _uids_in_use()
+    while True:
+        uid = _UID_BASE + (os.getpid() * 7919 + next(_uid_counter)) % _UID_SPAN
+        if uid not in in_use:
+            return uid
 
 
 def _kill_uid(uid: int) -> None:
@@ -103,9 +119,35 @@ def _kill_uid(uid: int) -> None:
 
 
 def _is_zombie(proc_dir: str) -> bool:
-    # A killed process stays in /proc until reaped; it holds no resources.
-    with open(f"{proc_dir}/stat", "rb") as f:
-        return f.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+    """A killed process stays in /proc until reaped, holding nothing. A leader that
+    exited while its other threads run also shows "Z": it is dead only if all are."""
+    try:
+        for task in os.scandir(f"{proc_dir}/task"):
+            with open(f"{task.path}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[-1].split()[0] != b"Z":
+                    return False
+    except OSError:
+        pass
+    return True
+
+
+def _leftovers(uid: int) -> None:
+    """Remove what the sandbox user left in the world-writable temporary folders."""
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
 
 
 def _kill_group(pgid: int) -> None:
@@ -244,7 +286,8 @@ def run_job(
         status, value, error, isolation = _converse(chan, job, rpc)
         if isolation and "netns" not in isolation:
             _warn_once("no network namespace available: sandboxed code can use the network")
-        if status != "timeout":
+        if status == "ok":
+            # The reply is in; give the child a moment to exit on its own.
             try:
                 proc.wait(timeout=max(0.0, min(2.0, start + limits.wall_s - time.monotonic())))
             except subprocess.TimeoutExpired:
@@ -252,9 +295,10 @@ def run_job(
         if status == "timeout":
             error = f"timed out after {limits.wall_s:g} s; killed"
         _kill_group(proc.pid)
+        returncode = proc.wait()
         if root:
             _kill_uid(uid)
-        returncode = proc.wait()
+            _leftovers(uid)
         if status == "ok" and returncode != 0:
             status, error = "crash", _describe_exit(returncode)
         if status == "crash" and error is None:
