@@ -57,6 +57,7 @@ class Utility(ABC):
     # Relative margin a score must beat the original's by to count as an improvement:
     # timings are noisy, correctness scores are not.
     min_improvement: float = 0.0
+    noisy: bool = False  # scores vary between evaluations of one program (timings)
 
     def __init__(self, budget: int) -> None:
         self.budget = budget

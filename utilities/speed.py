@@ -69,7 +69,9 @@ def resolve_inputs(target: Target, inputs: str | None, entry: str) -> list[list[
 class SpeedUtility(Utility):
     name = "speed"
     score_range = "[0, inf): original time / candidate time; 1.0 is as fast as the original"
-    min_improvement = 0.05  # timing noise on a busy machine stays well under 5%
+    # Medians of interleaved timings on a 2-core machine still wander by several percent.
+    min_improvement = 0.10
+    noisy = True
 
     def __init__(
         self, target: Target, entry: str, inputs: list[list[Any]], options: UtilityOptions
