@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict
-
 from stop.errors import BadInput
 from stop.improver import ImproverOutcome, load_improver, run_improver
 from stop.lineage import CandidateRecord, Record, RunStore
@@ -42,8 +40,6 @@ class ImproveConfig(Record):
 
 
 class ImproveResult(Record):
-    model_config = ConfigDict(extra="forbid")
-
     run_id: str
     run_dir: str
     target: str
@@ -134,6 +130,28 @@ def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveRe
         cache=cache,
         on_exchange=store.log_exchange,
     )
+    emit("started", {"run_dir": str(store.dir), "budget": utility.budget})
+    try:
+        return _run(config, target, improver_source, utility, model, store, emit, started)
+    except BaseException as exc:
+        # Ctrl-C or a failure of stop itself: say so in the log, which a viewer reads.
+        store.event("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if cache:
+            cache.close()
+
+
+def _run(
+    config: ImproveConfig,
+    target: Target,
+    improver_source: str,
+    utility: Utility,
+    model: LanguageModel,
+    store: RunStore,
+    emit: OnEvent,
+    started: float,
+) -> ImproveResult:
     candidates: list[CandidateRecord] = []
 
     def on_candidate(origin: str, program: str | None, evaluation: Evaluation) -> None:
@@ -141,20 +159,15 @@ def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveRe
         candidates.append(record)
         emit("candidate", {"record": record})
 
-    emit("started", {"run_dir": str(store.dir), "budget": utility.budget})
-    try:
-        outcome = run_improver(
-            improver_source,
-            target.source,
-            utility,
-            model,
-            limits=Limits(wall_s=config.improver_timeout_s),
-            on_candidate=on_candidate,
-            on_request=lambda kind, n: emit(kind, {"n": n}),
-        )
-    finally:
-        if cache:
-            cache.close()
+    outcome = run_improver(
+        improver_source,
+        target.source,
+        utility,
+        model,
+        limits=Limits(wall_s=config.improver_timeout_s),
+        on_candidate=on_candidate,
+        on_request=lambda kind, n: emit(kind, {"n": n}),
+    )
     store.event("improver_finished", status=outcome.status, error=outcome.error)
 
     # The host re-scores the original and the improver's choice with the hidden scorer:

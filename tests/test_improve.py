@@ -104,7 +104,9 @@ def test_openai_cli_run_against_a_real_http_server(tmp_path):
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout)
-        assert out["improved"] is True
+        assert out["improved"] is True, [
+            (c["status"], c["score"], c["detail"]) for c in out["candidates"]
+        ]
         assert out["speedup"] > 10
         assert out["best_score"] > out["baseline_score"]
         assert "lru_cache" in Path(out["best_path"]).read_text()

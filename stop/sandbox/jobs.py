@@ -127,60 +127,96 @@ def _worker(code: Any, entry: str, args: list, max_reply: int) -> tuple[dict, fl
 
     The worker holds no descriptor to the host, so it cannot speak for the sandbox; it
     may not start processes or threads, so all its work shows in its own CPU time, which
-    the kernel counts and the worker cannot forge.
+    the kernel counts and the worker cannot forge. That time is read between the moment
+    the worker is told to start and the moment its whole reply is in (the outputs are in
+    the reply, so the work that produced them came before), each time while the worker
+    sleeps: the kernel brings a running process's count up to date only at the next tick.
+    Tearing down the worker's memory at exit (milliseconds, and variable) is not counted.
     """
     r, w = os.pipe()
+    control_r, control_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker: untrusted code runs below
         try:
             os.close(r)
-            os.closerange(3, w)
-            os.closerange(w + 1, 1 << 16)
+            os.close(control_w)
+            keep = sorted((w, control_r))
+            os.closerange(3, keep[0])
+            os.closerange(keep[0] + 1, keep[1])
+            os.closerange(keep[1] + 1, 1 << 16)
             # One process for this uid (the sandbox parent) is already running, so no
             # fork or thread can start: every cycle spent lands in this process's CPU time.
             resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
             _prefault()
-            os.write(w, _READY)  # the parent reads our CPU clock here: what follows is the work
+            os.write(w, _READY)
+            os.read(control_r, 1)  # sleep while the parent reads our CPU clock
             try:
                 reply = _time_in_worker(code, entry, args)
             except BaseException as exc:  # noqa: BLE001 - SystemExit too is the program's fault
                 reply = {"outcome": "crash", "error": _trimmed_traceback(exc)}
-            data = json.dumps(reply).encode()
+            data = json.dumps(reply).encode() + b"\n"
             while data:
                 data = data[os.write(w, data) :]
-        finally:
             for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except BaseException:  # noqa: BLE001, S110 - the program may have closed it
-                    pass
+                stream.flush()
+            os.read(control_r, 1)  # sleep again until released
+        finally:
             os._exit(0)
     os.close(w)
-    chunks, size = [], 0
-    with os.fdopen(r, "rb") as pipe:
-        ready = pipe.read(1) == _READY
-        start_cpu = _cpu_clock(pid) if ready else None
-        while chunk := pipe.read(1 << 16):
-            size += _len(chunk)
-            if size > max_reply:
-                os.kill(pid, 9)
-                break
-            chunks.append(chunk)
-    _, status, usage = os.wait4(pid, 0)
-    # None: the kernel would not tell, and the time cannot be checked.
-    cpu = None if start_cpu is None else usage.ru_utime + usage.ru_stime - start_cpu
-    if size > max_reply:
-        return {"outcome": "crash", "error": "the result is too large"}, cpu
+    os.close(control_r)
     try:
-        reply = json.loads(b"".join(chunks))
+        reply, cpu = _collect(r, control_w, pid, max_reply)
+    finally:
+        os.close(control_w)  # releases the worker
+        os.close(r)
+    _, status, _ = os.wait4(pid, 0)
+    if reply is None:
+        why = f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else None
+        reply = {"outcome": "crash", "error": why or "exited before returning"}
+    return reply, cpu
+
+
+def _collect(r: int, control_w: int, pid: int, max_reply: int) -> tuple[dict | None, float | None]:
+    """Start the worker, read its reply line; return it with the CPU seconds it took."""
+    if os.read(r, 1) != _READY:
+        return None, None
+    start = _cpu_clock_at_rest(pid)
+    os.write(control_w, b"g")
+    buffer = b""
+    while b"\n" not in buffer:
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            return None, None
+        buffer += chunk
+        if _len(buffer) > max_reply:
+            os.kill(pid, 9)
+            return {"outcome": "crash", "error": "the result is too large"}, None
+    end = _cpu_clock_at_rest(pid)
+    # None: the kernel would not tell, and the time cannot be checked.
+    cpu = None if start is None or end is None else end - start
+    try:
+        reply = json.loads(buffer.split(b"\n", 1)[0])
     except ValueError:
-        why = (
-            f"killed by signal {-os.waitstatus_to_exitcode(status)}"
-            if os.WIFSIGNALED(status)
-            else ("exited before returning")
-        )
-        return {"outcome": "crash", "error": why}, cpu
-    return (reply if _type(reply) is dict else {"outcome": "crash", "error": "bad reply"}), cpu
+        return {"outcome": "crash", "error": "sent a malformed reply"}, cpu
+    if _type(reply) is not dict:
+        return {"outcome": "crash", "error": "sent a malformed reply"}, cpu
+    return reply, cpu
+
+
+def _cpu_clock_at_rest(pid: int, patience_s: float = 0.5) -> float | None:
+    """The worker's CPU clock, read once it sleeps (or after `patience_s`, if it never
+    does: then the count may be up to a tick out of date)."""
+    deadline = _perf_counter() + patience_s
+    while _perf_counter() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                state = stat.read().rsplit(b")", 1)[-1].split()[0]
+        except OSError:
+            break
+        if state != b"R":
+            break
+        time.sleep(0)
+    return _cpu_clock(pid)
 
 
 def _plausible(reported: Any, cpu: float | None, idle_cpu: float, reply_bytes: int) -> bool:
@@ -195,7 +231,7 @@ def _plausible(reported: Any, cpu: float | None, idle_cpu: float, reply_bytes: i
     if cpu is None:
         return True
     work = cpu - idle_cpu
-    slack = 0.002 + 0.25 * work + reply_bytes * 50e-9  # seconds
+    slack = 0.001 + 0.2 * work + reply_bytes * 50e-9  # seconds
     return reported >= work - slack
 
 
@@ -221,10 +257,12 @@ def call_job(payload: dict, _chan: Any) -> dict:
             reply, cpu = _worker(code, entry, args, max_reply)
             if reply.get("outcome") != "ok":
                 return {"outcome": reply.get("outcome"), "error": _str(reply.get("error"))[:2000]}
-            if not _plausible(reply.get("time"), cpu, idle_cpu, _len(json.dumps(reply))):
+            reported = reply.get("time")
+            if not _plausible(reported, cpu, idle_cpu, _len(json.dumps(reply))):
                 return {
                     "outcome": "crash",
-                    "error": "reported a time the kernel's CPU accounting contradicts",
+                    "error": f"reported a time ({reported!r} s) that the kernel's CPU "
+                    f"accounting contradicts ({cpu:.6f} s of CPU)",
                 }
             best = min(best, reply["time"])
             if r == 0:

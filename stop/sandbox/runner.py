@@ -281,7 +281,12 @@ def run_job(
             "kind": kind,
             "payload": payload,
             "preload": list(preload),
-            "confine": {"uid": uid if root else None, "workdir": workdir, **limits.model_dump()},
+            "confine": {
+                "uid": uid if root else None,
+                "workdir": workdir,
+                "host_pid": os.getpid(),
+                **limits.model_dump(),
+            },
         }
         status, value, error, isolation = _converse(chan, job, rpc)
         if isolation and "netns" not in isolation:
