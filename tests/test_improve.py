@@ -133,6 +133,22 @@ def test_openai_cli_run_against_a_real_http_server(tmp_path):
         assert json.loads(again.stdout)["usage"]["cached"] == 6
 
 
+def test_failed_improver_exits_1_after_saving_the_run(tmp_path, script):
+    improver = tmp_path / "crashes.py"
+    improver.write_text(
+        "def improve_algorithm(initial_solution, utility, language_model):\n    1 / 0\n"
+    )
+    proc = run_stop(
+        "improve", "--target", str(FIB), "--script", str(script([replies.MEMO])),
+        "--improver", str(improver), "--json", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["status"] == "improver_failed"
+    assert "ZeroDivisionError" in out["improver_error"]
+    assert Path(out["best_path"]).read_text() == FIB.read_text()
+
+
 def test_rich_output_shows_table_diff_and_run_dir(tmp_path, script):
     proc = run_stop(
         "improve", "--target", str(FIB), "--script", str(script([replies.MEMO, replies.SYNTAX])),

@@ -96,11 +96,12 @@ def improve(
         runs_dir=runs_dir,
         use_cache=not no_cache,
     )
-    console = Console()
     if as_json:
         result = run_improve(config)
         typer.echo(json.dumps(result_json(result), indent=2))
-        return
-    with ImproveProgress(Console(stderr=True)) as progress:
-        result = run_improve(config, on_event=progress)
-    console.print(summary(result))
+    else:
+        with ImproveProgress(Console(stderr=True)) as progress:
+            result = run_improve(config, on_event=progress)
+        Console().print(summary(result))
+    if result.status != "completed":
+        raise typer.Exit(1)  # the run is saved, but the improver itself failed
