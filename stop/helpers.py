@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 
 # A fence is three backticks and an optional language tag alone on a line (indented in a
@@ -9,19 +10,31 @@ import re
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[ \t]*$", re.MULTILINE)
 
 
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def _blocks(text: str) -> list[str]:
     text = text.replace("\r\n", "\n")  # some servers answer with CRLF line ends
-    blocks: list[str] = []
     fences = list(_FENCE.finditer(text))
+    blocks: list[str] = []
     i = 0
     while i < len(fences):
         start = fences[i]
-        end = fences[i + 1] if i + 1 < len(fences) else None
-        # A closing fence carries no tag; an unterminated block (the model ran out of
-        # tokens) still counts, up to the end of the text.
-        body = text[start.end() : end.start() if end else len(text)]
-        blocks.append(body.strip("\n"))
-        i += 2
+        ends = [j for j in range(i + 1, len(fences)) if not fences[j].group(1)]
+        bodies = {j: text[start.end() : fences[j].start()].strip("\n") for j in ends}
+        # A program may hold fences itself (an improver's prompt does): take the farthest
+        # closing fence that leaves valid Python, else the nearest one. An unterminated
+        # block (the model ran out of tokens) runs to the end of the text.
+        end = next((j for j in reversed(ends) if _parses(bodies[j])), ends[0] if ends else None)
+        blocks.append(bodies[end] if end is not None else text[start.end() :].strip("\n"))
+        if end is None:
+            break
+        i = end + 1
     return [b for b in blocks if b.strip()]
 
 

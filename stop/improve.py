@@ -108,7 +108,7 @@ def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveRe
     started = time.monotonic()
     # Everything that can be wrong with the input is found before the run directory exists.
     target = _read_target(config.target)
-    improver_source = load_improver(config.improver)
+    improver_source = load_improver(config.improver, config.runs_dir)
     emit("calibrating", {})
     utility = load_utility(config.utility, target, config.utility_options)
     backend = build_backend(config.model)

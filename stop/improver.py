@@ -48,8 +48,13 @@ class ImproverOutcome(BaseModel):
     isolation: list[str] = []
 
 
-def load_improver(spec: str) -> str:
-    """Source of a built-in improver (`seed`) or of an improver file."""
+def load_improver(spec: str, runs_dir: Path = Path("runs")) -> str:
+    """Source of a built-in improver (`seed`), an improver file, or a saved generation
+    (`<run-id>:<gen>`)."""
+    if ":" in spec and not spec.endswith(".py"):
+        from stop.lineage import resolve_generation
+
+        spec = str(resolve_generation(spec, runs_dir))
     if spec.endswith(".py") or "/" in spec:
         path = Path(spec)
         try:
@@ -59,7 +64,10 @@ def load_improver(spec: str) -> str:
     else:
         resource = importlib.resources.files("seed_improvers").joinpath(f"{spec}.py")
         if not resource.is_file():
-            raise BadInput(f"unknown improver {spec!r}: give a built-in name (seed) or a .py file")
+            raise BadInput(
+                f"unknown improver {spec!r}: give a built-in name (seed), a .py file "
+                "or <run-id>:<generation>"
+            )
         source = resource.read_text()
     try:
         compile(source, spec, "exec", dont_inherit=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from stop.errors import BadInput
 from stop.llm.base import Completion, Prompt
 from stop.utility import Evaluation
 
@@ -100,3 +101,16 @@ class RunStore:
             )
         self.event("candidate", index=index, status=evaluation.status, score=evaluation.score)
         return record
+
+
+def resolve_generation(spec: str, runs_dir: Path) -> Path:
+    """`<run-id>:<gen>` -> that generation's improver file."""
+    run_id, _, gen = spec.rpartition(":")
+    if not run_id or not gen.isdigit():
+        raise BadInput(f"{spec!r} is not <run-id>:<generation>")
+    if not (runs_dir / run_id).is_dir():
+        raise BadInput(f"no run {run_id!r} in {runs_dir}")
+    path = runs_dir / run_id / "generations" / f"gen_{int(gen):03d}.py"
+    if not path.is_file():
+        raise BadInput(f"run {run_id} has no generation {gen}")
+    return path

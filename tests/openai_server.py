@@ -17,10 +17,16 @@ HANG = "<<hang>>"  # a reply that makes the server sit on the request
 
 
 class CannedServer:
-    def __init__(self, replies: list[str], hang_s: float = 30.0) -> None:
-        self.replies = replies
+    """Replies are served in turn; a rule {"when": text, "replies": [...]} answers the
+    requests whose messages contain `text`, its own replies in turn."""
+
+    def __init__(self, replies: list, hang_s: float = 30.0) -> None:
+        self.replies = [r for r in replies if isinstance(r, str)]
+        self.rules = [
+            (r["when"], r["replies"], itertools.count()) for r in replies if isinstance(r, dict)
+        ]
         self.requests: list[dict] = []
-        self._next = itertools.cycle(range(len(replies)))
+        self._next = itertools.cycle(range(len(self.replies) or 1))
         self._lock = threading.Lock()
         self.hang = threading.Event()
         server = self
@@ -68,6 +74,12 @@ class CannedServer:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def pick(self, text: str) -> str:
+        for when, replies, counter in self.rules:
+            if json.dumps(when)[1:-1] in text:
+                return replies[next(counter) % len(replies)]
+        return self.replies[next(self._next)]
 
     def __enter__(self) -> CannedServer:
         self._thread.start()

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from stop.errors import BadInput, ModelError
@@ -73,6 +74,7 @@ class LocalBackend:
         if not path.is_file():
             raise BadInput(f"no GGUF model file at {path}")
         self.id = f"local:{path.name}"
+        self._lock = threading.Lock()
         self.llm = llama_cpp.Llama(
             model_path=str(path),
             n_ctx=settings.context_tokens,
@@ -81,35 +83,35 @@ class LocalBackend:
         )
 
     def generate(self, prompts: list[Prompt]) -> list[Completion]:
-        out = []
-        for prompt in prompts:
-            text = format_prompt(prompt)
-            # Leave room for the answer: a prompt longer than the window loses its start.
-            tokens = self.llm.tokenize(text.encode())
-            room = self.llm.n_ctx() - prompt.max_tokens
-            if len(tokens) > room:
-                tokens = tokens[-room:]
-            try:
-                result = self.llm.create_completion(
-                    tokens,
-                    max_tokens=prompt.max_tokens,
-                    temperature=prompt.temperature,
-                    seed=prompt.seed * 1000 + prompt.sample,
-                    stop=[_FENCE],
-                )
-            except (RuntimeError, ValueError) as exc:
-                raise ModelError(f"{self.id}: {exc}") from exc
-            body = result["choices"][0]["text"]
-            usage = result.get("usage") or {}
-            out.append(
-                Completion(
-                    # Re-attach the fence the prompt opened, so the reply reads as a code block.
-                    text=f"{_FENCE}python\n{body.strip(chr(10))}\n{_FENCE}\n",
-                    prompt_tokens=usage.get("prompt_tokens", len(tokens)),
-                    completion_tokens=usage.get("completion_tokens", 0),
-                )
+        # One llama context serves one request at a time; meta-utility tests run in threads.
+        with self._lock:
+            return [self._one(prompt) for prompt in prompts]
+
+    def _one(self, prompt: Prompt) -> Completion:
+        text = format_prompt(prompt)
+        # Leave room for the answer: a prompt longer than the window loses its start.
+        tokens = self.llm.tokenize(text.encode())
+        room = self.llm.n_ctx() - prompt.max_tokens
+        if len(tokens) > room:
+            tokens = tokens[-room:]
+        try:
+            result = self.llm.create_completion(
+                tokens,
+                max_tokens=prompt.max_tokens,
+                temperature=prompt.temperature,
+                seed=prompt.seed * 1000 + prompt.sample,
+                stop=[_FENCE],
             )
-        return out
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{self.id}: {exc}") from exc
+        body = result["choices"][0]["text"]
+        usage = result.get("usage") or {}
+        return Completion(
+            # Re-attach the fence the prompt opened, so the reply reads as a code block.
+            text=f"{_FENCE}python\n{body.strip(chr(10))}\n{_FENCE}\n",
+            prompt_tokens=usage.get("prompt_tokens", len(tokens)),
+            completion_tokens=usage.get("completion_tokens", 0),
+        )
 
 
 @register_backend("local")

@@ -11,7 +11,9 @@ import ctypes
 import json
 import math
 import os
+import random
 import resource
+import select
 import sys
 import time
 import traceback
@@ -47,6 +49,11 @@ def to_plain(value: Any, depth: int = 0) -> Any:
         if not all(_type(k) is str for k in value):
             raise NotPlain("dict keys must be str")
         return {k: to_plain(v, depth + 1) for k, v in value.items()}
+    if _str(getattr(t, "__module__", "")).startswith("numpy") and callable(
+        getattr(value, "tolist", None)
+    ):
+        # numpy arrays and scalars: their plain form is data like any other
+        return to_plain(value.tolist(), depth + 1)
     raise NotPlain(f"returned a {t.__name__!s}, not plain data")
 
 
@@ -104,6 +111,14 @@ def _time_in_worker(code: Any, entry: str, args: list) -> dict:
 _READY = b"R"
 
 
+def _seed_random() -> None:
+    """The same program on the same input gives the same answer, every run."""
+    random.seed(0)
+    numpy_random = sys.modules.get("numpy.random")  # only if preloaded: it cannot load now
+    if numpy_random is not None:
+        numpy_random.seed(0)
+
+
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
@@ -122,7 +137,14 @@ def _cpu_clock(pid: int) -> float | None:
     return now.tv_sec + now.tv_nsec * 1e-9
 
 
-def _worker(code: Any, entry: str, args: list, max_reply: int) -> tuple[dict, float | None]:
+def _worker(
+    code: Any,
+    entry: str,
+    args: list,
+    max_reply: int,
+    timed: bool = True,
+    limit_s: float | None = None,
+) -> tuple[dict, float | None]:
     """Fork a worker to run one call; return its reply and the CPU seconds it used.
 
     The worker holds no descriptor to the host, so it cannot speak for the sandbox; it
@@ -147,7 +169,9 @@ def _worker(code: Any, entry: str, args: list, max_reply: int) -> tuple[dict, fl
             # One process for this uid (the sandbox parent) is already running, so no
             # fork or thread can start: every cycle spent lands in this process's CPU time.
             resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
-            _prefault()
+            _seed_random()
+            if timed:
+                _prefault()
             os.write(w, _READY)
             os.read(control_r, 1)  # sleep while the parent reads our CPU clock
             try:
@@ -160,12 +184,15 @@ def _worker(code: Any, entry: str, args: list, max_reply: int) -> tuple[dict, fl
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
             os.read(control_r, 1)  # sleep again until released
+        except BaseException:  # noqa: BLE001 - the harness itself failed: say why
+            traceback.print_exc()
+            sys.stderr.flush()
         finally:
             os._exit(0)
     os.close(w)
     os.close(control_r)
     try:
-        reply, cpu = _collect(r, control_w, pid, max_reply)
+        reply, cpu = _collect(r, control_w, pid, max_reply, timed, limit_s)
     finally:
         os.close(control_w)  # releases the worker
         os.close(r)
@@ -176,14 +203,22 @@ def _worker(code: Any, entry: str, args: list, max_reply: int) -> tuple[dict, fl
     return reply, cpu
 
 
-def _collect(r: int, control_w: int, pid: int, max_reply: int) -> tuple[dict | None, float | None]:
+def _collect(
+    r: int, control_w: int, pid: int, max_reply: int, timed: bool, limit_s: float | None
+) -> tuple[dict | None, float | None]:
     """Start the worker, read its reply line; return it with the CPU seconds it took."""
     if os.read(r, 1) != _READY:
         return None, None
-    start = _cpu_clock_at_rest(pid)
+    start = _cpu_clock_at_rest(pid) if timed else None
     os.write(control_w, b"g")
+    deadline = None if limit_s is None else _perf_counter() + limit_s
     buffer = b""
     while b"\n" not in buffer:
+        if deadline is not None:
+            left = deadline - _perf_counter()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, 9)
+                return {"outcome": "timeout", "error": f"took longer than {limit_s:g} s"}, None
         chunk = os.read(r, 1 << 16)
         if not chunk:
             return None, None
@@ -191,7 +226,7 @@ def _collect(r: int, control_w: int, pid: int, max_reply: int) -> tuple[dict | N
         if _len(buffer) > max_reply:
             os.kill(pid, 9)
             return {"outcome": "crash", "error": "the result is too large"}, None
-    end = _cpu_clock_at_rest(pid)
+    end = _cpu_clock_at_rest(pid) if timed else None
     # None: the kernel would not tell, and the time cannot be checked.
     cpu = None if start is None or end is None else end - start
     try:
@@ -271,6 +306,25 @@ def call_job(payload: dict, _chan: Any) -> dict:
     return {"outcome": "ok", "outputs": outputs, "times": times}
 
 
+def solve_job(payload: dict, _chan: Any) -> dict:
+    """Run `entry(*args)` once per input, each in a fresh worker with its own time limit,
+    and report every input's outcome: a task's scorer counts what was solved."""
+    try:
+        code = _compile(payload["code"], "<candidate>")
+    except (SyntaxError, ValueError) as exc:
+        return {"outcome": "syntax_error", "error": f"line {getattr(exc, 'lineno', '?')}: {exc}"}
+    entry, limit_s = payload["entry"], float(payload["per_call_s"])
+    max_reply = int(payload.get("max_reply_bytes", 16 << 20))
+    results = []
+    for args in payload["inputs"]:
+        reply, _ = _worker(code, entry, args, max_reply, timed=False, limit_s=limit_s)
+        reply.pop("time", None)
+        if "error" in reply:
+            reply["error"] = _str(reply["error"])[:500]
+        results.append(reply)
+    return {"outcome": "ok", "results": results}
+
+
 def improve_job(payload: dict, chan: Any) -> dict:
     """Run an improver's `improve_algorithm` with proxies to the host's model and utility."""
     try:
@@ -296,4 +350,4 @@ def improve_job(payload: dict, chan: Any) -> dict:
     return {"outcome": "ok", "program": program}
 
 
-JOBS = {"call": call_job, "improve": improve_job}
+JOBS = {"call": call_job, "solve": solve_job, "improve": improve_job}

@@ -71,6 +71,8 @@ def _child_env(workdir: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in _ENV_ALLOW if k in os.environ}
     env.setdefault("PATH", "/usr/bin:/bin")
     env.update(HOME=workdir, TMPDIR=workdir, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+    # Numeric libraries must not start thread pools: a timed worker may not start threads.
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 
@@ -253,6 +255,7 @@ def run_job(
         os.chown(workdir, uid, uid)
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
+    open_fds = [to_child_r, to_child_w, from_child_r, from_child_w]
     start = time.monotonic()
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -274,8 +277,11 @@ def run_job(
                 )
             except OSError as exc:
                 raise SandboxError(f"cannot start sandbox child: {exc}") from exc
-        os.close(to_child_r)
-        os.close(from_child_w)
+        # The child's ends are its own now. Close each fd exactly once: with sandboxes
+        # running in threads, a second close could hit another sandbox's reused fd.
+        for fd in (to_child_r, from_child_w):
+            os.close(fd)
+            open_fds.remove(fd)
         chan = _Channel(from_child_r, to_child_w, start + limits.wall_s, limits.message_mb << 20)
         job = {
             "kind": kind,
@@ -325,7 +331,7 @@ def run_job(
             proc.wait()
         if root:
             _kill_uid(uid)
-        for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
+        for fd in open_fds:
             try:
                 os.close(fd)
             except OSError:

@@ -1,0 +1,197 @@
+"""The meta-utility: how well an improver improves programs on downstream tasks.
+
+For each of k tests it runs the improver (sandboxed, through the proxies) on a task's
+seed solution with a fresh language-model budget and a fresh task-utility budget, and
+scores what comes back with the task's hidden validation scorer (and, for the record,
+its test scorer). The tests run concurrently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import BaseModel, ConfigDict
+
+from stop.improver import run_improver
+from stop.llm.base import Backend
+from stop.llm.cache import ResponseCache
+from stop.llm.model import LanguageModel, Usage
+from stop.sandbox.runner import Limits
+from stop.task import TaskSpec, TaskUtility
+from stop.utility import Evaluation, Utility
+
+log = logging.getLogger(__name__)
+
+
+class BudgetPerTest(BaseModel):
+    """What one meta-utility test may spend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_calls: int = 4  # completions
+    max_responses_per_call: int = 4
+    max_tokens: int = 512
+    task_evaluations: int = 5  # uses of the task's utility
+    timeout_s: float = 600.0  # the improver's wall clock for one test
+
+
+class TestResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    index: int
+    improver_status: str
+    error: str | None = None
+    val: float
+    test: float
+
+
+class MetaScore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    val: float
+    test: float
+    spread: float  # standard deviation of the tests' validation scores
+    per_task: dict[str, dict[str, float]]  # task -> {"val": mean, "test": mean}
+    tests: list[TestResult]
+    usage: Usage
+
+
+class MetaUtility(Utility):
+    name = "meta"
+    score_range = "[0, 1]: mean validation score of the programs the improver returns"
+
+    def __init__(
+        self,
+        tasks: list[TaskSpec],
+        backend: Backend,
+        *,
+        tests: int,
+        budget: BudgetPerTest,
+        evaluations: int,
+        seed: int = 0,
+        cache: ResponseCache | None = None,
+        parallel: int = 2,
+        on_exchange: Callable | None = None,
+    ) -> None:
+        super().__init__(evaluations)
+        self.tasks, self.backend, self.k, self.test_budget = tasks, backend, tests, budget
+        self.seed, self.cache, self.parallel, self.on_exchange = seed, cache, parallel, on_exchange
+        self._scores: dict[str, MetaScore] = {}
+        self._lock = threading.Lock()
+        self.description = describe(tasks, tests, budget)
+
+    def evaluate(self, program: str) -> Evaluation:
+        score = self.score(program)
+        failed = sum(t.improver_status != "ok" for t in score.tests)
+        status = "ok" if failed < len(score.tests) else _failure_status(score.tests)
+        return Evaluation(
+            status=status,
+            score=score.val if status == "ok" else 0.0,
+            seconds=0.0,
+            detail=next((t.error for t in score.tests if t.error), None),
+            metrics={"test": score.test, "spread": score.spread, "failed_tests": failed},
+        )
+
+    def score(self, improver: str) -> MetaScore:
+        """Both splits, every test; computed once per improver source and remembered."""
+        key = hashlib.sha256(improver.encode()).hexdigest()
+        with self._lock:
+            if key in self._scores:
+                return self._scores[key]
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            results = list(pool.map(lambda i: self._test(improver, i), range(self.k)))
+        tests = [r for r, _ in results]
+        usage = Usage()
+        for _, used in results:
+            for field in ("calls", "cached", "prompt_tokens", "completion_tokens"):
+                setattr(usage, field, getattr(usage, field) + getattr(used, field))
+        per_task = {
+            name: {
+                "val": statistics.fmean(t.val for t in tests if t.task == name),
+                "test": statistics.fmean(t.test for t in tests if t.task == name),
+            }
+            for name in dict.fromkeys(t.task for t in tests)
+        }
+        vals = [t.val for t in tests]
+        score = MetaScore(
+            val=statistics.fmean(vals),
+            test=statistics.fmean(t.test for t in tests),
+            spread=statistics.pstdev(vals),
+            per_task=per_task,
+            tests=tests,
+            usage=usage,
+        )
+        with self._lock:
+            self._scores[key] = score
+        return score
+
+    def _test(self, improver: str, index: int) -> tuple[TestResult, Usage]:
+        spec = self.tasks[index % len(self.tasks)]
+        task = TaskUtility(spec, self.test_budget.task_evaluations)
+        # The test's index seeds its samples, so every improver meets the same draws and a
+        # re-run (or a resumed run) replays them from the cache.
+        model = LanguageModel(
+            self.backend,
+            max_responses_per_call=self.test_budget.max_responses_per_call,
+            max_tokens=self.test_budget.max_tokens,
+            budget_calls=self.test_budget.model_calls,
+            seed=self.seed * 1000 + index,
+            cache=self.cache,
+            on_exchange=self.on_exchange,
+        )
+        outcome = run_improver(
+            improver,
+            spec.seed_solution,
+            task,
+            model,
+            limits=Limits(wall_s=self.test_budget.timeout_s),
+            on_candidate=lambda *_: None,
+        )
+        if outcome.status != "ok" or outcome.program is None:
+            # An improver that raises, hangs or returns a non-string scores 0 here.
+            result = TestResult(
+                task=spec.name, index=index, improver_status=outcome.status,
+                error=outcome.error, val=0.0, test=0.0,
+            )  # fmt: skip
+            return result, model.usage
+        val = task.evaluate_split(outcome.program, "val")
+        test = task.evaluate_split(outcome.program, "test")
+        result = TestResult(
+            task=spec.name, index=index, improver_status="ok", val=val.score, test=test.score
+        )
+        return result, model.usage
+
+
+def _failure_status(tests: list[TestResult]) -> str:
+    status = tests[0].improver_status if tests else "crash"
+    return status if status in ("timeout", "crash", "syntax_error") else "crash"
+
+
+def describe(tasks: list[TaskSpec], tests: int, budget: BudgetPerTest) -> str:
+    """The meta-utility as the model sees it: honest, and close to runnable."""
+    names = ", ".join(t.name for t in tasks)
+    return f'''def meta_utility(improve_str: str) -> float:
+    """Score an improver by the programs it produces. Budgets are enforced outside your code."""
+    exec(improve_str)  # must define improve_algorithm(initial_solution, utility, language_model)
+    total = 0.0
+    for i in range({tests}):
+        task = TASKS[i % len(TASKS)]  # TASKS: {names}
+        language_model = LanguageModel(
+            budget={budget.model_calls},  # completions in all
+            max_responses_per_call={budget.max_responses_per_call},
+        )  # language_model.batch_prompt(expertise, messages, temperature) -> list[str]
+        utility = task.utility(budget={budget.task_evaluations})
+        # utility(program) -> float in [0, 1]; utility.str describes the task;
+        # utility.budget and utility.uses count evaluations
+        program = improve_algorithm(task.seed_solution, utility, language_model)
+        # run in a sandbox, at most {budget.timeout_s:g} s; a crash, a timeout, an exhausted
+        # budget or a non-string result scores 0 for this test
+        total += task.hidden_validation_score(program)  # held-out instances, in [0, 1]
+    return total / {tests}
+'''

@@ -1,0 +1,142 @@
+"""Downstream tasks: a seed solution, a visible description, and a hidden scorer with
+fixed-seed validation and test splits and a time limit per instance.
+
+A task module in `utilities/` defines `SPEC = TaskSpec(...)` and `build = SPEC.build`;
+the meta-utility runs improvers on these tasks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from stop.errors import BadInput
+from stop.sandbox.runner import Limits, run_job
+from stop.utility import Evaluation, Target, Utility, UtilityOptions
+
+Split = Literal["val", "test"]
+
+
+@dataclass(frozen=True)
+class Instance:
+    args: list[Any]  # what the solution's entry function is called with (JSON data)
+    answer: Any  # what the scorer needs to judge the output; never shown to the solution
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    entry: str  # the function a solution defines
+    seed_solution: str
+    description: str  # shown to the model: what is computed and how it is scored
+    per_call_s: float  # time limit for one instance
+    val_size: int
+    test_size: int
+    make_instance: Callable[[random.Random], Instance]
+    score: Callable[[Instance, Any], float]  # one output's score in [0, 1]
+    # Modules solutions may import: the sandbox loads them before it drops privileges.
+    preload: tuple[str, ...] = ("numpy", "numpy.random", "numpy.linalg")
+
+    def instances(self, split: Split) -> list[Instance]:
+        # Fixed seeds: every solution of a run is judged on the same instances.
+        rng = random.Random(f"{self.name}:{split}")
+        return [
+            self.make_instance(rng)
+            for _ in range(self.val_size if split == "val" else self.test_size)
+        ]
+
+    def build(self, target: Target, options: UtilityOptions) -> TaskUtility:
+        return TaskUtility(self, options.budget)
+
+
+class TaskUtility(Utility):
+    """Score = mean instance score on the validation split; `evaluate_split` for test."""
+
+    score_range = "[0, 1]"
+
+    def __init__(self, spec: TaskSpec, budget: int) -> None:
+        super().__init__(budget)
+        self.spec = spec
+        self.name = spec.name
+        self.description = spec.description
+        self._instances = {split: spec.instances(split) for split in ("val", "test")}
+
+    def evaluate(self, program: str) -> Evaluation:
+        return self.evaluate_split(program, "val")
+
+    def evaluate_split(self, program: str, split: Split) -> Evaluation:
+        instances = self._instances[split]
+        payload = {
+            "code": program,
+            "entry": self.spec.entry,
+            "inputs": [i.args for i in instances],
+            "per_call_s": self.spec.per_call_s,
+        }
+        # Each instance is limited on its own; the whole job gets their sum and start-up.
+        wall_s = 10.0 + len(instances) * (self.spec.per_call_s + 0.05)
+        result = run_job("solve", payload, Limits(wall_s=wall_s), preload=self.spec.preload)
+        reply = result.value if isinstance(result.value, dict) else {}
+        if result.status != "ok" or reply.get("outcome") != "ok":
+            status = result.status if result.status != "ok" else reply.get("outcome", "crash")
+            if status not in ("timeout", "crash", "syntax_error"):
+                status = "crash"
+            detail = result.error or str(reply.get("error"))
+            return Evaluation(status=status, score=0.0, seconds=result.wall_s, detail=detail[:500])
+        results = reply.get("results")
+        if not isinstance(results, list) or len(results) != len(instances):
+            return Evaluation(status="crash", score=0.0, seconds=result.wall_s, detail="bad reply")
+        scores, failed, failures = [], 0, {}
+        for instance, outcome in zip(instances, results, strict=True):
+            kind = outcome.get("outcome") if isinstance(outcome, dict) else "crash"
+            if kind == "ok":
+                scores.append(_safe_score(self.spec.score, instance, outcome.get("output")))
+            else:
+                scores.append(0.0)
+                failed += 1
+                failures.setdefault(str(kind), str(outcome.get("error"))[:200])
+        mean = sum(scores) / len(scores)
+        detail = "; ".join(f"{k}: {v}" for k, v in failures.items()) or None
+        # A solution that fails every instance failed; one that fails some scored less.
+        status = "ok" if failed < len(instances) else next(iter(failures))
+        if status not in ("ok", "timeout", "crash", "wrong_answer"):
+            status = "crash"
+        return Evaluation(
+            status=status,
+            score=mean if status == "ok" else 0.0,
+            seconds=result.wall_s,
+            detail=detail,
+            metrics={"instances": len(instances), "failed": failed},
+        )
+
+
+def _safe_score(score: Callable[[Instance, Any], float], instance: Instance, output: Any) -> float:
+    """A scorer sees untrusted output: anything it cannot judge scores 0."""
+    try:
+        value = float(score(instance, output))
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError):
+        return 0.0
+    return min(1.0, max(0.0, value)) if math.isfinite(value) else 0.0
+
+
+def load_task(name: str) -> TaskSpec:
+    """The task named `name` (a module of `utilities` that defines SPEC)."""
+    available = task_names()
+    if name not in available:
+        raise BadInput(f"unknown task {name!r}; tasks: {', '.join(available)}")
+    return importlib.import_module(f"utilities.{name}").SPEC
+
+
+def task_names() -> list[str]:
+    import utilities
+
+    folder = Path(utilities.__file__).parent
+    return sorted(
+        p.stem
+        for p in folder.glob("*.py")
+        if not p.stem.startswith("_") and "SPEC = TaskSpec(" in p.read_text()
+    )
