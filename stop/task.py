@@ -7,6 +7,7 @@ the meta-utility runs improvers on these tasks.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import random
@@ -52,6 +53,16 @@ class TaskSpec:
 
     def build(self, target: Target, options: UtilityOptions) -> TaskUtility:
         return TaskUtility(self, options.budget)
+
+
+@functools.cache
+def _instances(spec: TaskSpec, split: Split) -> list[Instance]:
+    # Fixed seeds: every solution of a run is judged on the same instances. Cached, as
+    # some generators solve their instances for a reference score (seconds of work).
+    rng = random.Random(f"{spec.name}:{split}")
+    return [
+        spec.make_instance(rng) for _ in range(spec.val_size if split == "val" else spec.test_size)
+    ]
 
 
 class TaskUtility(Utility):

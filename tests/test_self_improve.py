@@ -110,12 +110,11 @@ def test_resume_after_kill_gives_the_same_lineage(tmp_path):
         time.sleep(0.05)
     os.kill(victim.pid, signal.SIGKILL)  # mid-round 2, most likely
     victim.wait()
-    run_id = next(runs.iterdir()).name
+    (run_id,) = [p.name for p in runs.iterdir() if not p.name.startswith(".")]
     done_before = sorted(p.name for p in (runs / run_id / "generations").glob("*.json"))
     assert "gen_003.json" not in done_before
 
     resumed = _run(tmp_path, "b", "--resume", run_id)
-    # --run-dir b, with --script: the same flags as the killed run, so no conflict
     got = json.loads(resumed.communicate(timeout=300)[0])
     assert resumed.returncode == 0
     assert got["run_id"] == run_id
@@ -198,3 +197,23 @@ def test_self_improve_against_a_real_http_server(tmp_path):
         if g["kept"] and g["parent"] is not None:
             assert g["meta_utility_val"] >= generations[g["parent"]]["meta_utility_val"]
     assert Path(out["best_path"]).is_file()
+
+
+def test_transfer_table_compares_seed_and_improved_improver(tmp_path):
+    store, _ = self_improve(_config(tmp_path, [I.STRONGER, I.LAZY], rounds=1))
+    proc = run_stop(
+        "transfer", "--improver", f"{store.id}:1", "--tasks", "lpn", "--trials", "2",
+        "--script", str(tmp_path / "script.json"), "--runs-dir", str(tmp_path / "runs"),
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)["rows"]
+    assert row["task"] == "lpn"
+    for column in ("seed_solution", "seed_improver", "improver"):
+        cell = row[column]
+        assert cell["low"] <= cell["mean"] <= cell["high"]
+    assert row["seed_improver"]["n"] == row["improver"]["n"] == 2
+    # Server-sized defaults (four samples) let both improvers find the solving reply.
+    assert row["improver"]["mean"] >= row["seed_solution"]["mean"]
+    proc = run_stop("transfer", "--improver", f"{store.id}:7", "--tasks", "lpn", cwd=tmp_path)
+    assert proc.returncode == 2 and "has no generation 7" in proc.stderr
