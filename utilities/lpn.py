@@ -32,11 +32,11 @@ many instances; an output of the wrong shape, a crash or more than 2 s on an ins
 for that instance. numpy is available."""
 
 
-def make_instance(rng: random.Random) -> Instance:
+def make_instance(rng: random.Random, noise: float = NOISE) -> Instance:
     true_bits = [int(rng.random() < P_TRUE) for _ in range(N_BITS)]
     samples = [[rng.randint(0, 1) for _ in range(N_BITS)] for _ in range(N_TRAIN + N_TEST)]
     parity = [sum(s * t for s, t in zip(row, true_bits, strict=True)) % 2 for row in samples]
-    train_parity = [(p + int(rng.random() < NOISE)) % 2 for p in parity[:N_TRAIN]]
+    train_parity = [(p + int(rng.random() < noise)) % 2 for p in parity[:N_TRAIN]]
     return Instance(
         args=[samples[:N_TRAIN], train_parity, samples[N_TRAIN:]],
         answer=parity[N_TRAIN:],
@@ -47,9 +47,10 @@ def score(instance: Instance, output: Any) -> float:
     # Explicit shapes: comparing a (20, 1) array with 20 labels once broadcast into 400
     # comparisons and let an improver score without solving anything.
     labels = instance.answer
-    if not isinstance(output, list) or len(output) != len(labels):
+    if type(output) is not list or len(output) != len(labels):
         return 0.0
-    if not all(isinstance(p, int | float) for p in output):  # no nested lists
+    # Exact numbers only: no nested lists, strings or NaN (which arrives as the str "nan").
+    if not all(type(p) in (int, float, bool) for p in output):
         return 0.0
     return sum(int(p == y) for p, y in zip(output, labels, strict=True)) / len(labels)
 

@@ -9,20 +9,11 @@ and 50 test instances.
 
 from __future__ import annotations
 
-import random
-from typing import Any
+import functools
 
-from stop.task import Instance, TaskSpec
-
-N_BITS, P_TRUE, N_TRAIN, N_TEST = 10, 0.3, 100, 20
-
-SEED_SOLUTION = """import numpy as np
-
-
-def algorithm(train_samples, train_parity, test_samples):
-    predictions = np.random.binomial(1, 0.5, len(test_samples))
-    return predictions
-"""
+from stop.task import TaskSpec
+from utilities import lpn
+from utilities.lpn import N_BITS, N_TEST, N_TRAIN, P_TRUE
 
 DESCRIPTION = f"""Learning parity. `algorithm(train_samples, train_parity, test_samples)` gets
 {N_TRAIN} training samples (lists of {N_BITS} bits, 0 or 1) with their labels and {N_TEST}
@@ -34,35 +25,15 @@ instances; an output of the wrong shape, a crash or more than 2 s on an instance
 that instance. numpy is available."""
 
 
-def make_instance(rng: random.Random) -> Instance:
-    true_bits = [int(rng.random() < P_TRUE) for _ in range(N_BITS)]
-    samples = [[rng.randint(0, 1) for _ in range(N_BITS)] for _ in range(N_TRAIN + N_TEST)]
-    parity = [sum(s * t for s, t in zip(row, true_bits, strict=True)) % 2 for row in samples]
-    return Instance(
-        args=[samples[:N_TRAIN], parity[:N_TRAIN], samples[N_TRAIN:]],
-        answer=parity[N_TRAIN:],
-    )
-
-
-def score(instance: Instance, output: Any) -> float:
-    labels = instance.answer
-    if type(output) is not list or len(output) != len(labels):
-        return 0.0
-    # Exact numbers only: no nested lists, strings or NaN (which arrives as the str "nan").
-    if not all(type(p) in (int, float, bool) for p in output):
-        return 0.0
-    return sum(int(p == y) for p, y in zip(output, labels, strict=True)) / len(labels)
-
-
 SPEC = TaskSpec(
     name="parity",
     entry="algorithm",
-    seed_solution=SEED_SOLUTION,
+    seed_solution=lpn.SEED_SOLUTION,
     description=DESCRIPTION,
     per_call_s=2.0,
     val_size=20,
     test_size=50,
-    make_instance=make_instance,
-    score=score,
+    make_instance=functools.partial(lpn.make_instance, noise=0.0),
+    score=lpn.score,
 )
 build = SPEC.build
