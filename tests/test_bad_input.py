@@ -43,6 +43,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "no inputs": (["--target", str(two), "--entry", "a"], "no workload"),
         "original fails": (["--target", str(fails), "--inputs", "[[1]]"], "fails on its inputs"),
         "unknown improver": (["--target", str(FIB), "--improver", "nope"], "unknown improver"),
+        "unknown generation": (["--target", str(FIB), "--improver", "nope:3"], "no run 'nope'"),
         "unreachable base url": (
             [
                 "--target",
@@ -61,7 +62,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
 CASES = [
     "missing target", "unreadable target", "syntax error", "unknown utility", "missing entry",
     "ambiguous entry", "malformed inputs", "inputs not lists", "no inputs", "original fails",
-    "unknown improver", "unreachable base url", "bad flag value",
+    "unknown improver", "unknown generation", "unreachable base url", "bad flag value",
 ]  # fmt: skip
 
 

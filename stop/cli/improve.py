@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from enum import Enum
 from pathlib import Path
 
@@ -67,14 +66,12 @@ def improve(
     from stop.cli.render import ImproveProgress, result_json, summary
     from stop.improve import ImproveConfig
     from stop.improve import improve as run_improve
-    from stop.llm import ModelSettings
+    from stop.llm import ModelSettings, choose_backend
     from stop.utility import UtilityOptions
 
-    if backend is None:
-        has_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        backend = (
-            BackendName.scripted if script else BackendName.openai if has_url else BackendName.local
-        )
+    backend = BackendName(
+        choose_backend(backend and backend.value, base_url=base_url, model=model, script=script)
+    )
     config = ImproveConfig(
         target=target,
         utility=utility,

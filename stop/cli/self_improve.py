@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,6 @@ _SERVER = {
 }  # fmt: skip
 _LOCAL_TOKENS_PER_S = 25.0  # generation; prompts are read about ten times faster
 _PROMPT_TOKENS = 900  # a typical improver prompt
-
-
-def _backend(backend: str | None, base_url: str | None, script: Path | None) -> str:
-    if backend:
-        return backend
-    if script:
-        return "scripted"
-    return "openai" if base_url or os.environ.get("OPENAI_BASE_URL") else "local"
 
 
 def estimate(config: Any) -> dict[str, float]:
@@ -68,7 +59,7 @@ def self_improve_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Apply the improver to its own source, scored by the meta-utility, round after round."""
-    from stop.llm import ModelSettings
+    from stop.llm import ModelSettings, choose_backend
     from stop.meta import BudgetPerTest
     from stop.self_improve import SelfImproveConfig, current, load_config, self_improve
 
@@ -80,7 +71,7 @@ def self_improve_command(
         _check_resume(load_config(runs_dir, resume), given, no_iterate)
         config = load_config(runs_dir, resume)
     else:
-        kind = _backend(backend, base_url, script)
+        kind = choose_backend(backend, base_url=base_url, model=model, script=script)
         d = _LOCAL if kind == "local" else _SERVER
         if rounds is not None and rounds < 1:
             raise BadInput("--rounds must be at least 1")

@@ -27,9 +27,9 @@ def transfer(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Mean and 95% interval per task: seed solution, seed improver, this improver."""
-    from stop.cli.self_improve import _LOCAL, _SERVER, _backend
+    from stop.cli.self_improve import _LOCAL, _SERVER
     from stop.improver import load_improver
-    from stop.llm import ModelSettings, build_backend
+    from stop.llm import ModelSettings, build_backend, choose_backend
     from stop.llm.cache import ResponseCache
     from stop.meta import BudgetPerTest
     from stop.task import load_task
@@ -38,7 +38,7 @@ def transfer(
     specs = [load_task(t.strip()) for t in tasks.split(",") if t.strip()]
     source = load_improver(improver, runs_dir)
     seed_source = load_improver("seed")
-    kind = _backend(backend, base_url, script)
+    kind = choose_backend(backend, base_url=base_url, model=model, script=script)
     d = _LOCAL if kind == "local" else _SERVER
     settings = ModelSettings(
         backend=kind, model=model, base_url=base_url, api_key_env=api_key_env, script=script

@@ -7,6 +7,7 @@ scripted model used in tests is one more registered backend, not a mock.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 
 from stop.errors import BadInput
@@ -33,6 +34,22 @@ def backend_names() -> list[str]:
     return sorted(set(_FACTORIES) | set(_BUILTIN))
 
 
+def choose_backend(
+    backend: str | None, *, base_url: str | None, model: str | None, script: object | None
+) -> str:
+    """The backend a user means when they do not name one: a script means scripted; a
+    server URL, or a model name that is not a GGUF file, means openai; else local."""
+    if backend:
+        return backend
+    if script:
+        return "scripted"
+    if base_url or os.environ.get("OPENAI_BASE_URL"):
+        return "openai"
+    if model and not model.endswith(".gguf"):
+        return "openai"
+    return "local"
+
+
 def build_backend(settings: ModelSettings) -> Backend:
     if settings.backend not in _FACTORIES and settings.backend in _BUILTIN:
         importlib.import_module(_BUILTIN[settings.backend])
@@ -51,5 +68,6 @@ __all__ = [
     "Prompt",
     "backend_names",
     "build_backend",
+    "choose_backend",
     "register_backend",
 ]
