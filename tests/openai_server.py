@@ -41,7 +41,7 @@ class CannedServer:
                     server.requests.append(
                         {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
                     )
-                    reply = server.replies[next(server._next)]
+                    reply = server.pick(json.dumps(body.get("messages")))
                 if reply == HANG:
                     server.hang.wait(hang_s)
                     return

@@ -188,6 +188,9 @@ def test_self_improve_against_a_real_http_server(tmp_path):
     out = json.loads(proc.stdout)
     generations = {g["gen"]: g for g in out["generations"]}
     assert sorted(generations) == [0, 1, 2]
+    # The server answered every request (a failing server would leave every score at 0).
+    assert len(server.requests) > 0
+    assert generations[0]["meta_utility_val"] > 0.5
     for g in generations.values():
         code = subprocess.run(
             [sys.executable, "-c", f"import runpy; runpy.run_path({g['path']!r})"],
