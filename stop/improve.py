@@ -66,11 +66,14 @@ def _read_target(path: Path) -> Target:
         raise BadInput(f"no such target file: {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"cannot read target {path}: {exc}") from exc
-    try:
-        compile(source, str(path), "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        raise BadInput(f"{path} has a syntax error at line {exc.lineno}: {exc.msg}") from exc
     return Target(path=path, source=source)
+
+
+def _check_python(target: Target) -> None:
+    try:
+        compile(target.source, str(target.path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise BadInput(f"{target.path} has a syntax error at line {exc.lineno}: {exc.msg}") from exc
 
 
 def rescore(
@@ -111,10 +114,13 @@ def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveRe
     improver_source = load_improver(config.improver, config.runs_dir)
     emit("calibrating", {})
     utility = load_utility(config.utility, target, config.utility_options)
+    if utility.language == "python":
+        _check_python(target)
     backend = build_backend(config.model)
 
     store = RunStore.create(config.runs_dir, "improve", config)
-    store.write_text("original.py", target.source)
+    store.suffix = target.path.suffix or ".py"
+    store.write_text(f"original{store.suffix}", target.source)
     cache = (
         ResponseCache(config.runs_dir / ".cache" / "responses.sqlite3")
         if config.use_cache
@@ -187,7 +193,7 @@ def _run(
     ):
         best_program, best = outcome.program, chosen
     improved = best_program is not target.source
-    best_path = store.write_text("best.py", best_program)
+    best_path = store.write_text(f"best{store.suffix}", best_program)
     diff = "".join(
         difflib.unified_diff(
             target.source.splitlines(keepends=True),

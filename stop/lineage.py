@@ -86,6 +86,8 @@ class RunStore:
             },
         )
 
+    suffix = ".py"  # of saved programs: an improve run saves them as its target's kind
+
     def save_candidate(
         self, origin: str, program: str | None, evaluation: Evaluation
     ) -> CandidateRecord:
@@ -93,7 +95,7 @@ class RunStore:
             index = sum(1 for _ in (self.dir / "candidates").glob("*.json"))
             path = None
             if program is not None:
-                path = f"candidates/{index:03d}.py"
+                path = f"candidates/{index:03d}{self.suffix}"
                 _write_atomic(self.dir / path, program)
             record = CandidateRecord(index=index, origin=origin, path=path, evaluation=evaluation)
             _write_atomic(

@@ -58,6 +58,7 @@ class Utility(ABC):
     # timings are noisy, correctness scores are not.
     min_improvement: float = 0.0
     noisy: bool = False  # scores vary between evaluations of one program (timings)
+    language: str = "python"  # of the programs it scores
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
@@ -86,7 +87,11 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
-    """Build a utility from a built-in name or a path to a Python file."""
+    """Build a utility from a built-in name (`speed`, `lpn`, `lmc:add-4`: a name and an
+    argument for its build function) or a path to a Python file."""
+    argument = None
+    if ":" in spec and not spec.endswith(".py"):
+        spec, argument = spec.split(":", 1)
     if spec.endswith(".py") or "/" in spec:
         path = Path(spec)
         if not path.is_file():
@@ -113,7 +118,7 @@ def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
     build = getattr(module, "build", None)
     if not callable(build):
         raise BadInput(f"utility {spec} defines no build(target, options) function")
-    return build(target, options)
+    return build(target, options) if argument is None else build(target, options, argument)
 
 
 def builtin_utilities() -> list[str]:
