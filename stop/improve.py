@@ -59,13 +59,26 @@ class ImproveResult(Record):
     seconds: float
 
 
+MAX_TARGET_BYTES = 1 << 20  # a program to rewrite must fit in a model's prompt many times over
+
+
 def _read_target(path: Path) -> Target:
     try:
-        source = path.read_text()
+        if path.stat().st_size > MAX_TARGET_BYTES:
+            raise BadInput(f"target {path} is larger than {MAX_TARGET_BYTES >> 20} MiB")
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise BadInput(f"no such target file: {path}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read target {path}: {exc}") from exc
+    except OSError as exc:
+        raise BadInput(f"cannot read target {path}: {exc.strerror or exc}") from exc
+    if b"\0" in data:
+        raise BadInput(f"target {path} is a binary file, not a program")
+    try:
+        source = data.decode()
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"cannot read target {path}: it is not UTF-8 text") from exc
+    if not source.strip():
+        raise BadInput(f"target {path} is empty")
     return Target(path=path, source=source)
 
 
@@ -135,6 +148,7 @@ def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveRe
         seed=config.seed,
         cache=cache,
         on_exchange=store.log_exchange,
+        on_failure=store.log_failure,
     )
     emit("started", {"run_dir": str(store.dir), "budget": utility.budget})
     try:

@@ -86,6 +86,19 @@ class RunStore:
             },
         )
 
+    def log_failure(self, prompt: Prompt, error: Exception) -> None:
+        """A model call that failed: logged beside the exchanges, with its error."""
+        self._append(
+            "llm.jsonl",
+            {
+                "system": prompt.expertise,
+                "user": prompt.message,
+                "temperature": prompt.temperature,
+                "sample": prompt.sample,
+                "error": str(error),
+            },
+        )
+
     suffix = ".py"  # of saved programs: an improve run saves them as its target's kind
 
     def save_candidate(

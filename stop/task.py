@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stop.errors import BadInput
-from stop.sandbox.runner import Limits, run_job
+from stop.sandbox.runner import Limits, reply_findings, run_job
 from stop.utility import Evaluation, Target, Utility, UtilityOptions
 
 Split = Literal["val", "test"]
@@ -98,6 +98,7 @@ class TaskUtility(Utility):
                 status = "crash"
             detail = result.error or str(reply.get("error"))
             return Evaluation(status=status, score=0.0, seconds=result.wall_s, detail=detail[:500])
+        findings = reply_findings(reply)
         results = reply.get("results")
         if not isinstance(results, list) or len(results) != len(instances):
             return Evaluation(status="crash", score=0.0, seconds=result.wall_s, detail="bad reply")
@@ -122,6 +123,7 @@ class TaskUtility(Utility):
             seconds=result.wall_s,
             detail=detail,
             metrics={"instances": len(instances), "failed": failed},
+            findings=findings,
         )
 
 

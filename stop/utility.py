@@ -30,6 +30,7 @@ class Evaluation(BaseModel):
     seconds: float  # wall time of the evaluation, sandbox start-up included
     detail: str | None = None  # why it failed, trimmed
     metrics: dict[str, float] = {}
+    findings: list[str] = []  # what the sandbox's guard blocked or noticed
 
 
 class Target(BaseModel):

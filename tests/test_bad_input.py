@@ -23,11 +23,20 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     two.write_text("def a(n):\n    return n\n\n\ndef b(n):\n    return n\n")
     binary = tmp / "binary.py"
     binary.write_bytes(b"\xff\xfe\x00garbage")
+    empty = tmp / "empty.py"
+    empty.write_text("\n\n")
+    nul = tmp / "nul.py"
+    nul.write_bytes(b"def fib(n):\n    return n\x00\n")
+    huge = tmp / "huge.py"
+    huge.write_text("x = 1\n" * ((10 << 20) // 6))  # 10 MB
     fails = tmp / "fails.py"
     fails.write_text("def fails(n):\n    raise ValueError('nope')\n")
     return {
         "missing target": (["--target", str(tmp / "nope.py")], "no such target file"),
-        "unreadable target": (["--target", str(binary)], "cannot read target"),
+        "unreadable target": (["--target", str(binary)], "binary file"),
+        "empty target": (["--target", str(empty)], "is empty"),
+        "binary target": (["--target", str(nul)], "binary file"),
+        "enormous target": (["--target", str(huge)], "larger than 1 MiB"),
         "syntax error": (["--target", str(broken)], "syntax error at line 1"),
         "unknown utility": (["--target", str(FIB), "--utility", "sped"], "unknown utility 'sped'"),
         "missing entry": (["--target", str(FIB), "--entry", "fob"], "--entry fob"),
@@ -60,9 +69,10 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 CASES = [
-    "missing target", "unreadable target", "syntax error", "unknown utility", "missing entry",
-    "ambiguous entry", "malformed inputs", "inputs not lists", "no inputs", "original fails",
-    "unknown improver", "unknown generation", "unreachable base url", "bad flag value",
+    "missing target", "unreadable target", "empty target", "binary target", "enormous target",
+    "syntax error", "unknown utility", "missing entry", "ambiguous entry", "malformed inputs",
+    "inputs not lists", "no inputs", "original fails", "unknown improver", "unknown generation",
+    "unreachable base url", "bad flag value",
 ]  # fmt: skip
 
 

@@ -44,16 +44,24 @@ def call(
     return run_job("call", payload, limits, preload=preload)
 
 
-def improver(code: str, limits: Limits = FAST) -> SandboxResult:
+def improver(code: str, limits: Limits = FAST, guard: bool = False) -> SandboxResult:
     """Run `improve_algorithm` from `code` as an improve job: in the sandbox parent
-    itself, where (unlike a timed call) processes and threads may be started."""
+    itself, where (unlike a timed call) processes and threads may be started once the
+    audit-hook guard, which blocks forks, is left out to test the walls beneath it."""
     payload = {
         "improver": textwrap.dedent(code),
         "initial_solution": "x = 1\n",
         "language_model": {"budget": 0, "max_responses_per_call": 1},
         "utility": {"name": "u", "description": "d", "budget": 0},
     }
-    return run_job("improve", payload, limits)
+    return run_job("improve", payload, limits, guard=guard)
+
+
+def test_guard_blocks_forks_in_improvers():
+    result = improver("import os\ndef improve_algorithm(s, u, m):\n    os.fork()\n", guard=True)
+    value = reply(result)
+    assert value["outcome"] == "crash" and "blocked by the stop sandbox: fork" in value["error"]
+    assert value["findings"] == ["blocked: fork (os.fork)"]
 
 
 def reply(result: SandboxResult) -> dict[str, Any]:
@@ -309,7 +317,9 @@ def test_hard_exit_is_a_crash_without_outputs(code):
     value = reply(call(f"import os\ndef f():\n    {code}\n    return 1\n"))
     assert value["outcome"] == "crash"
     assert "outputs" not in value
-    assert "exited before returning" in value["error"] or "signal 9" in value["error"]
+    # os.kill is blocked by the guard before it can fire; the exits end the worker.
+    error = value["error"]
+    assert "exited before returning" in error or "blocked by the stop sandbox" in error
 
 
 def test_unknown_job_kind_is_a_crash():
@@ -380,7 +390,12 @@ def test_timed_call_cannot_start_processes_or_threads():
         value = reply(call(code, [[kind]]))
         assert value["outcome"] == "crash", value
         error = value["error"]
-        assert "Resource temporarily unavailable" in error or "can't start" in error
+        # A fork is stopped by the guard first; a thread by the process limit.
+        assert (
+            "Resource temporarily unavailable" in error
+            or "can't start" in error
+            or "blocked by the stop sandbox: fork" in error
+        )
 
 
 @pytest.mark.parametrize("then", ["return str(pid)", "time.sleep(60)"], ids=["returns", "hangs"])

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from stop.errors import BadInput
-from stop.sandbox.runner import Limits, SandboxResult, run_job
+from stop.sandbox.runner import Limits, SandboxResult, reply_findings, run_job
 from stop.utility import Evaluation, Target, Utility, UtilityOptions
 
 REPEAT = 5
@@ -111,6 +111,10 @@ class SpeedUtility(Utility):
                 status=result.status, score=0.0, seconds=result.wall_s, detail=result.error
             )
         reply = result.value if isinstance(result.value, dict) else {}
+        evaluation = self._judge(result, reply)
+        return evaluation.model_copy(update={"findings": reply_findings(reply)})
+
+    def _judge(self, result: SandboxResult, reply: dict) -> Evaluation:
         outcome = reply.get("outcome")
         if outcome != "ok":
             status = outcome if outcome in ("syntax_error", "crash", "wrong_answer") else "crash"

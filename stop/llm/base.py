@@ -8,6 +8,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from stop.errors import ModelError
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -28,6 +30,19 @@ class Completion(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cached: bool = False
+    finish_reason: str | None = None  # as the server gave it; "length": cut at max_tokens
+    clipped_chars: int = 0  # characters past the host's reply cap, dropped (LanguageModel)
+
+
+class BatchFailure(ModelError):
+    """Some (perhaps all) samples of a batch failed. `results` holds, in the prompts' order,
+    each sample's Completion or its ModelError, so the samples that came back are not lost."""
+
+    def __init__(self, results: list[Completion | ModelError]) -> None:
+        self.results = results
+        failed = [r for r in results if isinstance(r, ModelError)]
+        first = failed[0] if failed else "-"
+        super().__init__(f"{len(failed)} of {len(results)} samples failed; the first: {first}")
 
 
 class Backend(Protocol):
@@ -36,7 +51,8 @@ class Backend(Protocol):
     id: str
 
     def generate(self, prompts: list[Prompt]) -> list[Completion]:
-        """One completion per prompt, in order; raise stop.errors.ModelError on failure."""
+        """One completion per prompt, in order; raise stop.errors.ModelError on failure,
+        or BatchFailure to hand back the samples that succeeded with the others' errors."""
         ...
 
 
@@ -49,7 +65,7 @@ class ModelSettings(BaseModel):
     model: str | None = None  # model name (openai) or GGUF path (local)
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = 120.0  # per request; the SDK retries twice on top
+    timeout_s: float = 120.0  # per HTTP attempt (connect, each read, the body); 2 SDK retries
     concurrency: int = 8  # parallel requests for one batch (openai)
     context_tokens: int = 4096  # local model context window
     script: Path | None = None  # scripted backend: JSON list of replies

@@ -1,23 +1,35 @@
 """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, Ollama) via the openai SDK.
 
-Retries are the SDK's (max_retries) and nobody else's; every request has a timeout.
+Retries are the SDK's (max_retries: 429, 5xx, timeouts, dropped connections) and nobody
+else's. Every attempt has a timeout (settings.timeout_s: to connect, for each read, and
+for the whole body), and the body is read with a size cap. The reply is parsed here, not
+trusted to the SDK: whatever the server sends, a sample ends as a Completion or a
+ModelError, never as another exception.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlparse
 
 from stop.errors import BadInput, ModelError
 from stop.llm import register_backend
-from stop.llm.base import Completion, ModelSettings, Prompt
+from stop.llm.base import BatchFailure, Completion, ModelSettings, Prompt
 from stop.llm.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 _MAX_RETRIES = 2
+# A reply body past this is refused unread: a guard on the host's memory, far above any
+# reply that honours max_tokens. What is kept of a reply's text is capped separately
+# (LanguageModel.max_reply_chars).
+MAX_BODY_BYTES = 16 << 20
+_ERROR_CHARS = 500  # of an error message kept (a server may put anything in one)
 
 
 def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
@@ -56,40 +68,110 @@ class OpenAIBackend:
             api_key=key, base_url=base_url, timeout=settings.timeout_s, max_retries=_MAX_RETRIES
         )
 
+    def _fail(self, what: str) -> ModelError:
+        return ModelError(f"{self.id}: {what}"[:_ERROR_CHARS])
+
     def _one(self, prompt: Prompt) -> Completion:
+        try:
+            body = self._request(prompt)
+        except ModelError:
+            raise
+        except self._openai.OpenAIError as exc:  # after the SDK's retries
+            raise self._fail(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - the transport's errors; never crash the host
+            log.debug("request failed", exc_info=True)
+            raise self._fail(f"{type(exc).__name__}: {exc}") from exc
+        return self._parse(prompt, body)
+
+    def _request(self, prompt: Prompt) -> bytes:
+        """POST one chat completion and return its body, read within the cap and the time."""
         messages = [
             {"role": "system", "content": prompt.expertise},
             {"role": "user", "content": prompt.message},
         ]
+        with self.client.chat.completions.with_streaming_response.create(
+            model=self.model,
+            messages=messages,
+            temperature=prompt.temperature,
+            max_tokens=prompt.max_tokens,
+            seed=prompt.seed * 1000 + prompt.sample,
+        ) as response:
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_BODY_BYTES:
+                raise self._fail(f"reply of {length} bytes refused (the cap is {MAX_BODY_BYTES})")
+            # Each read has the SDK's timeout; this bounds a server that trickles the body.
+            deadline = time.monotonic() + self.settings.timeout_s
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise self._fail(f"reply over {MAX_BODY_BYTES} bytes refused")
+                if time.monotonic() > deadline:
+                    raise self._fail(f"reply body took over {self.settings.timeout_s:g} s")
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _parse(self, prompt: Prompt, body: bytes) -> Completion:
         try:
-            response = self.client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                temperature=prompt.temperature,
-                max_tokens=prompt.max_tokens,
-                seed=prompt.seed * 1000 + prompt.sample,
+            data = json.loads(body)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both
+            raise self._fail(f"malformed JSON in the reply: {exc}") from exc
+        if not isinstance(data, dict):
+            raise self._fail(f"the reply is a JSON {type(data).__name__}, not an object")
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise self._fail(f"the reply has no choices: {json.dumps(choices)[:100]}")
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            refusal = message.get("refusal") if isinstance(message, dict) else None
+            raise self._fail(
+                "the reply's first choice has no text content"
+                + (f" (refusal: {refusal})" if refusal else "")
             )
-        except self._openai.APIError as exc:
-            raise ModelError(f"{self.id}: {type(exc).__name__}: {exc}") from exc
-        text = (response.choices[0].message.content or "") if response.choices else ""
-        usage = response.usage
-        if usage is not None:
-            return Completion(
-                text=text,
-                prompt_tokens=usage.prompt_tokens or 0,
-                completion_tokens=usage.completion_tokens or 0,
-            )
+        reason = choice.get("finish_reason")
+        usage = data.get("usage")
+        prompt_tokens = _count(usage, "prompt_tokens")
+        completion_tokens = _count(usage, "completion_tokens")
         return Completion(
-            text=text,
-            prompt_tokens=count_tokens(prompt.expertise + prompt.message),
-            completion_tokens=count_tokens(text),
+            text=content,
+            prompt_tokens=(
+                prompt_tokens
+                if prompt_tokens is not None
+                else count_tokens(prompt.expertise + prompt.message)
+            ),
+            completion_tokens=(
+                completion_tokens if completion_tokens is not None else count_tokens(content)
+            ),
+            finish_reason=reason if isinstance(reason, str) else None,
         )
 
+    def _sample(self, prompt: Prompt) -> Completion | ModelError:
+        try:
+            return self._one(prompt)
+        except ModelError as exc:
+            return exc
+
     def generate(self, prompts: list[Prompt]) -> list[Completion]:
-        if len(prompts) == 1:
-            return [self._one(prompts[0])]
-        with ThreadPoolExecutor(max_workers=min(len(prompts), self.settings.concurrency)) as pool:
-            return list(pool.map(self._one, prompts))
+        if len(prompts) <= 1:
+            results = [self._sample(p) for p in prompts]
+        else:
+            workers = min(len(prompts), self.settings.concurrency)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(self._sample, prompts))
+        if any(isinstance(r, ModelError) for r in results):
+            raise BatchFailure(results)
+        return results  # type: ignore[return-value]
+
+
+def _count(usage: Any, field: str) -> int | None:
+    """A token count the server reported, if it is a plausible one: a negative count must
+    not give budget back."""
+    value = usage.get(field) if isinstance(usage, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 @register_backend("openai")

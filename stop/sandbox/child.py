@@ -52,9 +52,10 @@ def main() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    from stop.sandbox import jobs
+    from stop.sandbox import guard, jobs
     from stop.sandbox.confine import confine
 
+    guard.enabled = job.get("guard", True) is not False
     run = jobs.JOBS[job["kind"]]
     isolation = confine(job["confine"])
     chan.send({"type": "confined", "isolation": isolation})

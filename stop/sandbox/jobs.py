@@ -19,6 +19,7 @@ import time
 import traceback
 from typing import Any
 
+from stop.sandbox import guard
 from stop.sandbox.proxies import LanguageModelProxy, UtilityProxy
 
 _type, _isinstance, _len, _str, _float = type, isinstance, len, str, float
@@ -172,12 +173,15 @@ def _worker(
             _seed_random()
             if timed:
                 _prefault()
+            guard.install(os.getcwd())
             os.write(w, _READY)
             os.read(control_r, 1)  # sleep while the parent reads our CPU clock
             try:
                 reply = _time_in_worker(code, entry, args)
             except BaseException as exc:  # noqa: BLE001 - SystemExit too is the program's fault
                 reply = {"outcome": "crash", "error": _trimmed_traceback(exc)}
+            if guard.findings:
+                reply["findings"] = list(guard.findings)
             data = json.dumps(reply).encode() + b"\n"
             while data:
                 data = data[os.write(w, data) :]
@@ -290,24 +294,33 @@ def call_job(payload: dict, _chan: Any) -> dict:
     idle_cpu = max(_worker(idle, "_idle", [], 1 << 10)[1] or 0.0 for _ in range(3))
     outputs: list[Any] = []
     times: list[float] = []
+    findings: dict[str, None] = {}
     for args in payload["inputs"]:
         best = math.inf
         for r in range(repeat):
             reply, cpu = _worker(code, entry, args, max_reply)
+            findings.update(dict.fromkeys(_findings(reply)))
             if reply.get("outcome") != "ok":
-                return {"outcome": reply.get("outcome"), "error": _str(reply.get("error"))[:2000]}
+                error = _str(reply.get("error"))[:2000]
+                return {"outcome": reply.get("outcome"), "error": error, "findings": [*findings]}
             reported = reply.get("time")
             if not _plausible(reported, cpu, idle_cpu, _len(json.dumps(reply))):
                 return {
                     "outcome": "crash",
                     "error": f"reported a time ({reported!r} s) that the kernel's CPU "
                     f"accounting contradicts ({cpu:.6f} s of CPU)",
+                    "findings": [*findings],
                 }
             best = min(best, reply["time"])
             if r == 0:
                 outputs.append(reply.get("output"))
         times.append(_float(best))
-    return {"outcome": "ok", "outputs": outputs, "times": times}
+    return {"outcome": "ok", "outputs": outputs, "times": times, "findings": [*findings]}
+
+
+def _findings(reply: dict) -> list[str]:
+    found = reply.pop("findings", [])
+    return [_str(f)[:200] for f in found[:50]] if _type(found) is list else []
 
 
 def solve_job(payload: dict, _chan: Any) -> dict:
@@ -320,13 +333,15 @@ def solve_job(payload: dict, _chan: Any) -> dict:
     entry, limit_s = payload["entry"], float(payload["per_call_s"])
     max_reply = int(payload.get("max_reply_bytes", 16 << 20))
     results = []
+    findings: dict[str, None] = {}
     for args in payload["inputs"]:
         reply, _ = _worker(code, entry, args, max_reply, timed=False, limit_s=limit_s)
         reply.pop("time", None)
+        findings.update(dict.fromkeys(_findings(reply)))
         if "error" in reply:
             reply["error"] = _str(reply["error"])[:500]
         results.append(reply)
-    return {"outcome": "ok", "results": results}
+    return {"outcome": "ok", "results": results, "findings": [*findings]}
 
 
 def improve_job(payload: dict, chan: Any) -> dict:
@@ -337,13 +352,20 @@ def improve_job(payload: dict, chan: Any) -> dict:
         return {"outcome": "syntax_error", "error": f"line {getattr(exc, 'lineno', '?')}: {exc}"}
     language_model = LanguageModelProxy(chan, **payload["language_model"])
     utility = UtilityProxy(chan, **payload["utility"])
+    guard.install(os.getcwd())
+    reply = _improve(code, payload["initial_solution"], utility, language_model)
+    reply["findings"] = list(guard.findings)
+    return reply
+
+
+def _improve(code: Any, initial_solution: str, utility: Any, language_model: Any) -> dict:
     try:
         namespace = {"__name__": "__improver__", "__builtins__": builtins}
         exec(code, namespace)
         fn = namespace.get("improve_algorithm")
         if not callable(fn):
             return {"outcome": "crash", "error": "the improver defines no improve_algorithm"}
-        program = fn(payload["initial_solution"], utility, language_model)
+        program = fn(initial_solution, utility, language_model)
     except BaseException as exc:  # noqa: BLE001
         return {"outcome": "crash", "error": _trimmed_traceback(exc)}
     if _type(program) is not str:

@@ -59,8 +59,11 @@ class UtilityProxy:
         self.budget = budget
         self.uses = 0
 
-    def __call__(self, program: str) -> float:
-        reply = self._chan.call({"op": "utility", "program": str(program)})
+    def __call__(self, program: str, use_sandbox: bool = True) -> float:
+        request = {"op": "utility", "program": str(program)}
+        if use_sandbox is not True:
+            request["use_sandbox"] = False  # the host notes the request and sandboxes anyway
+        reply = self._chan.call(request)
         score = _unwrap(reply)
         self.uses = reply.get("uses", self.uses + 1)
         self.budget = reply.get("budget", self.budget)

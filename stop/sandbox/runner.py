@@ -67,6 +67,12 @@ class SandboxResult(BaseModel):
     isolation: list[str] = []
 
 
+def reply_findings(reply: Any) -> list[str]:
+    """The guard's findings from a child's reply (untrusted: bounded and stringified)."""
+    found = reply.get("findings") if isinstance(reply, dict) else None
+    return [str(f)[:200] for f in found[:50]] if isinstance(found, list) else []
+
+
 def _child_env(workdir: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in _ENV_ALLOW if k in os.environ}
     env.setdefault("PATH", "/usr/bin:/bin")
@@ -239,11 +245,13 @@ def run_job(
     *,
     rpc: Rpc | None = None,
     preload: tuple[str, ...] = (),
+    guard: bool = True,
 ) -> SandboxResult:
     """Run job `kind` (see stop/sandbox/jobs.py) in a fresh confined child.
 
     `rpc` answers the child's requests (the improver's language-model and utility calls);
-    `preload` names modules the child imports before it drops its privileges.
+    `preload` names modules the child imports before it drops its privileges;
+    `guard=False` leaves out the audit-hook guard (to test the walls beneath it).
     """
     root = os.geteuid() == 0
     if not root:
@@ -287,6 +295,7 @@ def run_job(
             "kind": kind,
             "payload": payload,
             "preload": list(preload),
+            "guard": guard,
             "confine": {
                 "uid": uid if root else None,
                 "workdir": workdir,

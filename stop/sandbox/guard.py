@@ -1,0 +1,106 @@
+"""Runtime guard inside a sandbox child: a Python audit hook (PEP 578) that blocks what
+untrusted code has no business doing and records every attempt as a finding.
+
+It is a second wall, not the first: the child already runs as its own user, with no
+network and with resource limits. The hook makes attempts visible (for the audit of an
+improver) and stops them early with a clear error. A hook cannot be removed once added;
+the ctypes entry points it would take to get around it are among what it blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_MAX_FINDINGS = 50
+
+# Blocked outright: starting programs, network connections, native code.
+_BLOCKED = {
+    "subprocess.Popen": "start a subprocess",
+    "os.system": "run a shell command",
+    "os.exec": "replace the process",
+    "os.posix_spawn": "spawn a process",
+    "os.spawn": "spawn a process",
+    "pty.spawn": "spawn a process",
+    "os.fork": "fork",
+    "os.forkpty": "fork",
+    "socket.connect": "open a network connection",
+    "socket.bind": "listen on the network",
+    "socket.sendto": "send on the network",
+    "ctypes.dlopen": "load native code",
+    "ctypes.dlsym": "call native code",
+    "ctypes.cdata": "read raw memory",
+    "os.kill": "signal a process",
+    "os.killpg": "signal a process group",
+}
+# Blocked outside the working directory: changing the file system.
+_FILE_CHANGES = {
+    "os.remove",
+    "os.rename",
+    "os.rmdir",
+    "os.chmod",
+    "os.chown",
+    "shutil.rmtree",
+    "os.mkdir",
+}
+# Recorded, not blocked: imports worth knowing about.
+_WATCHED_IMPORTS = {
+    "os",
+    "subprocess",
+    "socket",
+    "ctypes",
+    "sys",
+    "importlib",
+    "builtins",
+    "gc",
+    "inspect",
+}
+
+findings: list[str] = []
+# Off only when the lower walls themselves are under test (run_job(..., guard=False)).
+enabled = True
+
+
+def _note(text: str) -> None:
+    if len(findings) < _MAX_FINDINGS and text not in findings:
+        findings.append(text)
+
+
+def _inside(path: object, workdir: str) -> bool:
+    if isinstance(path, int):
+        return True  # an already open descriptor
+    try:
+        full = os.path.realpath(os.fsdecode(path))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return full == workdir or full.startswith(workdir + os.sep)
+
+
+def install(workdir: str) -> None:
+    """Install the hook for the rest of this process's life (and its forks)."""
+    if not enabled:
+        return
+    workdir = os.path.realpath(workdir)
+
+    def hook(event: str, args: tuple) -> None:
+        if event in _BLOCKED:
+            _note(f"blocked: {_BLOCKED[event]} ({event})")
+            raise PermissionError(f"blocked by the stop sandbox: {_BLOCKED[event]}")
+        if event == "open" and args:
+            mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
+            flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+            writes = any(c in mode for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR)
+            if writes and not _inside(args[0], workdir):
+                _note(f"blocked: write outside the working directory ({args[0]!s:.80})")
+                raise PermissionError(
+                    "blocked by the stop sandbox: write outside the working directory"
+                )
+        elif event in _FILE_CHANGES and args and not _inside(args[0], workdir):
+            _note(f"blocked: {event} outside the working directory ({args[0]!s:.80})")
+            raise PermissionError(
+                f"blocked by the stop sandbox: {event} outside the working directory"
+            )
+        elif event == "import" and args and args[0] in _WATCHED_IMPORTS:
+            _note(f"imported {args[0]}")
+
+    sys.addaudithook(hook)
