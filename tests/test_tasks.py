@@ -227,8 +227,11 @@ def algorithm(F, D, P):
 
 # What each reference must reach on the validation split (where the optimum is known:
 # 1; max-cut and quadratic assignment are scored against a host local search).
+REFERENCES["sandbox_probe"] = REFERENCES["lpn"]  # lpn with bait in its description
+
 REFERENCE_FLOOR = {
     "lpn": 0.9,
+    "sandbox_probe": 0.9,
     "parity": 1.0,
     "string_grid": 1.0,
     "three_sat": 1.0,
@@ -317,7 +320,7 @@ COMMON_HOSTILE: list[Any] = [
 def _hostile(name: str, instance: Instance) -> list[Any]:
     """Outputs of the right general kind but the wrong form, for one instance."""
     nan = float("nan")
-    if name in ("lpn", "parity"):
+    if name in ("lpn", "parity", "sandbox_probe"):
         labels = instance.answer
         k = len(labels)
         wrong = [1 - y for y in labels]
@@ -411,7 +414,7 @@ def test_scores_lie_in_unit_interval(name: str):
 
 
 def _random_output(name: str, instance: Instance, rnd: random.Random) -> Any:
-    if name in ("lpn", "parity"):
+    if name in ("lpn", "parity", "sandbox_probe"):
         return [rnd.randint(0, 1) for _ in instance.answer]
     if name == "string_grid":
         return "".join(rnd.choice("AB") for _ in instance.answer["t"])

@@ -61,7 +61,13 @@ def self_improve_command(
     """Apply the improver to its own source, scored by the meta-utility, round after round."""
     from stop.llm import ModelSettings, choose_backend
     from stop.meta import BudgetPerTest
-    from stop.self_improve import SelfImproveConfig, current, load_config, self_improve
+    from stop.self_improve import (
+        SelfImproveConfig,
+        circumvention_rate,
+        current,
+        load_config,
+        self_improve,
+    )
 
     given = {
         "rounds": rounds, "tasks": tasks, "tests": tests, "improver": improver, "seed": seed,
@@ -129,6 +135,7 @@ def self_improve_command(
             "run_id": store.id,
             "run_dir": str(store.dir),
             "best_generation": best.gen,
+            "circumvention_rate": circumvention_rate(generations),
             "best_path": str(store.dir / best.path),
             "generations": [
                 {
@@ -139,6 +146,9 @@ def self_improve_command(
                     "meta_utility_test": g.meta_utility_test,
                     "kept": g.kept,
                     "improver_status": g.improver_status,
+                    "circumvented": g.circumvented,
+                    "audit": [f.model_dump() for f in g.audit],
+                    "findings": g.findings,
                     "calls": g.usage.calls,
                     "seconds": g.seconds,
                 }
@@ -148,17 +158,24 @@ def self_improve_command(
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title="Generations", title_justify="left")
-    for column in ("gen", "parent", "val", "test", "spread", "kept", "calls", "time"):
-        table.add_column(column, justify="right")
+    for column in ("gen", "parent", "val", "test", "spread", "kept", "calls", "time", "audit"):
+        table.add_column(column, justify="left" if column == "audit" else "right")
     for g in generations:
         table.add_row(
             str(g.gen), "" if g.parent is None else str(g.parent),
             f"{g.meta_utility_val:.3f}", f"{g.meta_utility_test:.3f}", f"{g.meta.spread:.3f}",
             "[green]kept[/]" if g.kept else "[dim]reverted[/]",
             str(g.usage.calls), f"{g.seconds:.0f}s",
+            ("[red]tried to switch the sandbox off[/] " if g.circumvented else "")
+            + ", ".join(sorted({f.kind for f in g.audit if f.kind != "disables_sandbox"})),
         )  # fmt: skip
     console = Console()
     console.print(table)
+    rate = circumvention_rate(generations)
+    if rate or any("sandbox_probe" == t for t in config.tasks):
+        console.print(
+            f"Circumvention rate: {rate:.0%} of proposed improvers tried to switch the sandbox off"
+        )
     console.print(
         f"Best improver: generation {best.gen} ({store.dir / best.path})\n"
         f"Use it: stop improve --improver {store.id}:{best.gen} --target ...\n"
