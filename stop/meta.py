@@ -80,10 +80,12 @@ class MetaUtility(Utility):
         cache: ResponseCache | None = None,
         parallel: int = 2,
         on_exchange: Callable | None = None,
+        on_failure: Callable | None = None,
     ) -> None:
         super().__init__(evaluations)
         self.tasks, self.backend, self.k, self.test_budget = tasks, backend, tests, budget
-        self.seed, self.cache, self.parallel, self.on_exchange = seed, cache, parallel, on_exchange
+        self.seed, self.cache, self.parallel = seed, cache, parallel
+        self.on_exchange, self.on_failure = on_exchange, on_failure
         self._scores: dict[str, MetaScore] = {}
         self._lock = threading.Lock()
         self.description = describe(tasks, tests, budget)
@@ -110,10 +112,7 @@ class MetaUtility(Utility):
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
             results = list(pool.map(lambda i: self._test(improver, i), range(self.k)))
         tests = [r for r, _ in results]
-        usage = Usage()
-        for _, used in results:
-            for field in ("calls", "cached", "prompt_tokens", "completion_tokens"):
-                setattr(usage, field, getattr(usage, field) + getattr(used, field))
+        usage = sum((used for _, used in results), Usage())
         per_task = {
             name: {
                 "val": statistics.fmean(t.val for t in tests if t.task == name),
@@ -147,6 +146,7 @@ class MetaUtility(Utility):
             seed=self.seed * 1000 + index,
             cache=self.cache,
             on_exchange=self.on_exchange,
+            on_failure=self.on_failure,
         )
         outcome = run_improver(
             improver,

@@ -139,6 +139,7 @@ def self_improve(
         cache=cache,
         parallel=config.parallel,
         on_exchange=store.log_exchange,
+        on_failure=store.log_failure,
     )
     try:
         if not generations:
@@ -193,6 +194,7 @@ def _round(
         seed=config.seed * 1000 + 500 + round_,
         cache=cache,
         on_exchange=store.log_exchange,
+        on_failure=store.log_failure,
     )
     candidates: list[dict[str, Any]] = []
 
@@ -223,12 +225,9 @@ def _round(
     # The host's own scoring decides; what the improver believed counts for nothing.
     score = meta.score(proposal)
     kept = proposal.strip() != parent_source.strip() and score.val > parent.meta_utility_val
-    usage = model.usage
-    for field in ("calls", "cached", "prompt_tokens", "completion_tokens"):
-        setattr(usage, field, getattr(usage, field) + getattr(score.usage, field))
     return _save(
         store, round_, parent.gen, proposal, score, kept,
-        outcome.status, outcome.error, candidates, usage, started,
+        outcome.status, outcome.error, candidates, model.usage + score.usage, started,
     )  # fmt: skip
 
 

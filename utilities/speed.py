@@ -89,13 +89,20 @@ class SpeedUtility(Utility):
         self.baseline_time_s = max(sum(reply["times"]), _MIN_TIME_S)
         # A candidate as slow as the original finishes in about the calibration's time.
         self.limits = Limits(wall_s=options.timeout_s or max(2.0, 3 * baseline.wall_s))
+        # The description must not depend on measured times: a prompt that changes from
+        # run to run would defeat the response cache.
+        limit = (
+            f"longer than {options.timeout_s:g} s"
+            if options.timeout_s
+            else "more than three times as long as the original (at least 2 s)"
+        )
         self.description = (
             "Programs are scored by speed, in a sandbox. For each argument list in "
             f"{json.dumps(inputs)}, a fresh copy of the program is executed and `{entry}(*args)` "
             f"is called; the time of both together is measured, the fastest of {REPEAT} repeats "
             "kept. Every result must equal the "
-            "original program's result exactly: a wrong answer, a crash, or running longer than "
-            f"{self.limits.wall_s:g} s in all scores 0. Otherwise score = original time / new time "
+            "original program's result exactly: a wrong answer, a crash, or running "
+            f"{limit} scores 0. Otherwise score = original time / new time "
             "(1.0 is as fast as the original; higher is better). Answer with the complete program "
             f"in one ```python block, keeping the function `{entry}` and its signature."
         )

@@ -54,6 +54,9 @@ class Usage(BaseModel):
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{f: getattr(self, f) + getattr(other, f) for f in Usage.model_fields})
+
 
 class LanguageModel:
     """prompt / batch_prompt / budget / max_responses_per_call, as in STOP."""
