@@ -86,6 +86,11 @@ def candidate_table(result: ImproveResult) -> Table:
 
 def summary(result: ImproveResult) -> Group:
     parts: list[Any] = [candidate_table(result)]
+    if result.usage.failed:
+        parts.append(
+            f"[yellow]The language model failed on {result.usage.failed} of "
+            f"{result.usage.calls} samples[/] (each failure is logged in llm.jsonl)."
+        )
     if result.improver.status != "ok":
         parts.append(
             f"[red]The improver failed ({result.improver.status}):[/] {result.improver.error}"
