@@ -11,9 +11,9 @@ import importlib.resources
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from stop.errors import BadInput, BudgetExhausted, StopError
 from stop.helpers import extract_code
@@ -24,18 +24,27 @@ from stop.utility import Evaluation, Utility
 log = logging.getLogger(__name__)
 
 
+def _encodable(text: str) -> str:
+    # Valid JSON may carry lone surrogates, which no file or log can hold.
+    text.encode()
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
 class _BatchPrompt(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     op: Literal["batch_prompt"]
-    expertise: str
-    messages: list[str]
+    expertise: Text
+    messages: list[Text]
     temperature: float
 
 
 class _Score(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     op: Literal["utility"]
-    program: str
+    program: Text
     # Bait (STOP's sandbox experiment): an improver may ask to score without the
     # sandbox. The request is recorded; the sandbox stays on whatever it asks.
     use_sandbox: bool = True
@@ -119,12 +128,16 @@ def run_improver(
             origin = "original" if request.program.strip() == initial_solution.strip() else "model"
             on_candidate(origin, request.program, evaluation)
             return {"ok": evaluation.score, "uses": utility.uses, "budget": utility.budget}
-        except ValidationError as exc:
-            return {"error": f"malformed request: {exc.errors()[0]['msg']}"}
+        except (ValidationError, UnicodeEncodeError) as exc:
+            why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            return {"error": f"malformed request: {why}"}
         except BudgetExhausted as exc:
             return {"error": str(exc), "kind": "budget"}
         except StopError as exc:
             return {"error": str(exc)}
+        except Exception:  # noqa: BLE001 - a bug of ours must not end the run
+            log.exception("the host failed to answer an improver's request")
+            return {"error": "the host failed to answer this request (see its log)"}
 
     payload = {
         "improver": improver,
@@ -145,8 +158,14 @@ def run_improver(
     common["findings"] = reply_findings(reply) + list(dict.fromkeys(bait))
     if result.status != "ok":
         return ImproverOutcome(status=result.status, error=result.error, **common)
-    if reply.get("outcome") == "ok" and isinstance(reply.get("program"), str):
-        return ImproverOutcome(status="ok", program=reply["program"], **common)
+    program = reply.get("program")
+    if reply.get("outcome") == "ok" and isinstance(program, str):
+        try:
+            return ImproverOutcome(status="ok", program=_encodable(program), **common)
+        except UnicodeEncodeError:
+            return ImproverOutcome(
+                status="crash", error="returned text that is not valid Unicode", **common
+            )
     status = "syntax_error" if reply.get("outcome") == "syntax_error" else "crash"
     return ImproverOutcome(status=status, error=str(reply.get("error"))[:2000], **common)
 

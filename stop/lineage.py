@@ -54,6 +54,9 @@ class RunStore:
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(3)}"
         run_dir = runs_dir / run_id
         (run_dir / "candidates").mkdir(parents=True)
+        # Sandboxed code runs as another user: past prompts and answers are not its to read.
+        for folder in (runs_dir, run_dir, run_dir / "candidates"):
+            folder.chmod(0o700)
         store = cls(run_dir)
         store.write_record("config.json", config)
         store.event("started", kind=kind)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from dataclasses import asdict
 from pathlib import Path
 
 from stop.llm.base import Completion, Prompt
+
+log = logging.getLogger(__name__)
 
 
 def cache_key(backend_id: str, prompt: Prompt) -> str:
@@ -22,6 +25,7 @@ class ResponseCache:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)  # prompts and answers are the host's, not sandboxed code's
         self._lock = threading.Lock()
         # timeout: several stop processes may share one cache file
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
@@ -31,16 +35,25 @@ class ResponseCache:
             )
 
     def get(self, key: str) -> Completion | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT value FROM responses WHERE key = ?", (key,)
+                ).fetchone()
+        except sqlite3.Error as exc:  # a locked or damaged cache is a miss, not a failed run
+            log.warning("response cache: %s", exc)
+            return None
         if row is None:
             return None
         return Completion.model_validate_json(row[0]).model_copy(update={"cached": True})
 
     def put(self, key: str, completion: Completion) -> None:
         value = completion.model_copy(update={"cached": False}).model_dump_json()
-        with self._lock, self._db:
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, value))
+        try:
+            with self._lock, self._db:
+                self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, value))
+        except sqlite3.Error as exc:
+            log.warning("response cache: %s", exc)
 
     def close(self) -> None:
         with self._lock:

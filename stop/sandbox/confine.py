@@ -7,7 +7,7 @@ import os
 import resource
 import signal
 
-_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_CLONE_NEWUSER, _CLONE_NEWNET, _CLONE_NEWIPC = 0x10000000, 0x40000000, 0x08000000
 _PR_SET_PDEATHSIG = 1
 
 
@@ -45,6 +45,9 @@ def confine(spec: dict) -> list[str]:
         _limit(resource.RLIMIT_NPROC, spec["processes"])
         if _unshare(_CLONE_NEWNET):
             applied.append("netns")
+        # Private System V IPC: shared memory and queues die with the sandbox.
+        if _unshare(_CLONE_NEWIPC):
+            applied.append("ipcns")
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)

@@ -218,8 +218,10 @@ def _collect(
     # The limit is on CPU time, so a busy machine (or a sibling test) does not turn a
     # fast solution into a timeout; wall time gets a generous backstop.
     wall_deadline = None if limit_s is None else _perf_counter() + 5 * limit_s + 1.0
-    buffer = b""
-    while b"\n" not in buffer:
+    buffer = bytearray()
+    scanned = 0  # bytes known to hold no newline: a huge reply stays linear to read
+    while (newline := buffer.find(b"\n", scanned)) < 0:
+        scanned = len(buffer)
         if limit_s is not None and not select.select([r], [], [], min(0.01, limit_s))[0]:
             used = _cpu_clock(pid)
             over_cpu = start is not None and used is not None and used - start > limit_s
@@ -230,15 +232,15 @@ def _collect(
         chunk = os.read(r, 1 << 16)
         if not chunk:
             return None, None
-        buffer += chunk
-        if _len(buffer) > max_reply:
+        if _len(buffer) + _len(chunk) > max_reply:
             os.kill(pid, 9)
             return {"outcome": "crash", "error": "the result is too large"}, None
+        buffer += chunk
     end = _cpu_clock_at_rest(pid) if timed else None
     # None: the kernel would not tell, and the time cannot be checked.
     cpu = None if start is None or end is None else end - start
     try:
-        reply = json.loads(buffer.split(b"\n", 1)[0])
+        reply = json.loads(bytes(buffer[:newline]))
     except ValueError:
         return {"outcome": "crash", "error": "sent a malformed reply"}, cpu
     if _type(reply) is not dict:

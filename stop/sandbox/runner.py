@@ -139,23 +139,44 @@ def _is_zombie(proc_dir: str) -> bool:
     return True
 
 
+_SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+
+
 def _leftovers(uid: int) -> None:
-    """Remove what the sandbox user left in the world-writable temporary folders."""
-    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+    """Remove what the sandbox user left in world-writable folders: the shared temporary
+    folders and the world-writable folders directly inside them (/tmp/.X11-unix...)."""
+    folders = list(_SHARED_DIRS)
+    for folder in _SHARED_DIRS:
         try:
             entries = list(os.scandir(folder))
         except OSError:
             continue
         for entry in entries:
             try:
-                if entry.stat(follow_symlinks=False).st_uid != uid:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.unlink(entry.path)
+                info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
+            if info.st_uid == uid:
+                _remove(entry)
+            elif entry.is_dir(follow_symlinks=False) and info.st_mode & 0o002:
+                folders.append(entry.path)
+    for folder in folders[len(_SHARED_DIRS) :]:
+        try:
+            for entry in os.scandir(folder):
+                if entry.stat(follow_symlinks=False).st_uid == uid:
+                    _remove(entry)
+        except OSError:
+            continue
+
+
+def _remove(entry: os.DirEntry) -> None:
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+    except OSError:
+        pass
 
 
 def _kill_group(pgid: int) -> None:
@@ -197,7 +218,8 @@ class _Channel:
 
     def __init__(self, rfd: int, wfd: int, deadline: float, max_bytes: int) -> None:
         self.rfd, self.wfd, self.deadline, self.max_bytes = rfd, wfd, deadline, max_bytes
-        self._buf = b""
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf known to hold no newline
         os.set_blocking(rfd, False)
         os.set_blocking(wfd, False)
 
@@ -217,7 +239,8 @@ class _Channel:
 
     def recv(self) -> dict[str, Any] | str:
         """The next message, or "eof", "timeout" or "oversized"."""
-        while b"\n" not in self._buf:
+        while (end := self._buf.find(b"\n", self._scanned)) < 0:
+            self._scanned = len(self._buf)  # search only new bytes: a huge line stays linear
             left = self.deadline - time.monotonic()
             if left <= 0:
                 return "timeout"
@@ -227,10 +250,12 @@ class _Channel:
             chunk = os.read(self.rfd, 1 << 16)
             if not chunk:
                 return "eof"
-            self._buf += chunk
-            if len(self._buf) > self.max_bytes:
+            if len(self._buf) + len(chunk) > self.max_bytes:
                 return "oversized"
-        line, self._buf = self._buf.split(b"\n", 1)
+            self._buf += chunk
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
+        self._scanned = 0
         try:
             message = json.loads(line)
         except ValueError:
@@ -356,6 +381,7 @@ def _converse(
     if not chan.send(job):
         return "crash", None, None, []
     isolation: list[str] = []
+    first = True
     while True:
         message = chan.recv()
         if message == "timeout":
@@ -365,8 +391,14 @@ def _converse(
         if message == "oversized" or not isinstance(message, dict):
             return "crash", None, "sent a malformed or oversized message", isolation
         kind = message.get("type")
-        if kind == "confined":
+        if kind == "confined" and first:
+            # Only the trusted start-up code sends this, and only as its first message.
             isolation = [str(x) for x in message.get("isolation", [])][:8]
+            first = False
+            continue
+        first = False
+        if kind == "confined":
+            return "crash", None, "sent a second isolation report", isolation
         elif kind == "rpc" and rpc is not None:
             body = message.get("body")
             reply = rpc(body) if isinstance(body, dict) else {"error": "malformed request"}
