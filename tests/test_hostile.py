@@ -231,7 +231,7 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
     for probe in PROBES:
         assert not os.path.lexists(probe), f"{probe} exists before the case ran"
     secret_values = [f"sk-canary-{secrets.token_hex(16)}", f"tok-canary-{secrets.token_hex(16)}"]
@@ -292,8 +292,13 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             w.host_dirs.append(path)
         return path
 
+    # "*_unguarded" cases test the walls beneath the audit-hook guard: the guard is left
+    # out of their sandboxes (run_job(guard=False)), as the sandbox tests do.
+    guarded = "unguarded" not in request.node.name
+
     def spy_run_job(real):
         def run_job(*args, **kwargs) -> SandboxResult:
+            kwargs.setdefault("guard", guarded)
             result = real(*args, **kwargs)
             w.results.append(result)
             return result

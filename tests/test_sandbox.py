@@ -769,3 +769,20 @@ def test_plain_values_round_trip(value):
     assert json.dumps(got[0], sort_keys=True) == json.dumps(_as_json(value), sort_keys=True)
     if isinstance(value, float):
         assert math.copysign(1.0, got[0]) == math.copysign(1.0, value)
+
+
+def test_guard_cannot_be_torn_down_from_inside():
+    code = """
+    import os, sys
+    guard = sys.modules["stop.sandbox.guard"]
+    guard._BLOCKED.clear()
+    guard._FILE_CHANGES.clear()
+    guard._inside = lambda *args: True
+    def f():
+        os.kill(os.getpid(), 0)
+        return open("/tmp/stop-guard-probe", "w").name
+    """
+    value = reply(call(code))
+    assert value["outcome"] == "crash", value
+    assert "blocked by the stop sandbox: signal a process" in value["error"]
+    assert not os.path.exists("/tmp/stop-guard-probe")

@@ -77,30 +77,40 @@ def _inside(path: object, workdir: str) -> bool:
 
 
 def install(workdir: str) -> None:
-    """Install the hook for the rest of this process's life (and its forks)."""
+    """Install the hook for the rest of this process's life (and its forks).
+
+    The hook works from copies it closes over, so code that rewrites this module's
+    tables or functions afterwards changes nothing.
+    """
     if not enabled:
         return
     workdir = os.path.realpath(workdir)
+    blocked = tuple(_BLOCKED.items())
+    blocked_names = frozenset(_BLOCKED)
+    file_changes = frozenset(_FILE_CHANGES)
+    watched = frozenset(_WATCHED_IMPORTS)
+    inside, note = _inside, _note
 
     def hook(event: str, args: tuple) -> None:
-        if event in _BLOCKED:
-            _note(f"blocked: {_BLOCKED[event]} ({event})")
-            raise PermissionError(f"blocked by the stop sandbox: {_BLOCKED[event]}")
+        if event in blocked_names:
+            what = next(w for name, w in blocked if name == event)
+            note(f"blocked: {what} ({event})")
+            raise PermissionError(f"blocked by the stop sandbox: {what}")
         if event == "open" and args:
             mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
             flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
             writes = any(c in mode for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR)
-            if writes and not _inside(args[0], workdir):
-                _note(f"blocked: write outside the working directory ({args[0]!s:.80})")
+            if writes and not inside(args[0], workdir):
+                note(f"blocked: write outside the working directory ({args[0]!s:.80})")
                 raise PermissionError(
                     "blocked by the stop sandbox: write outside the working directory"
                 )
-        elif event in _FILE_CHANGES and args and not _inside(args[0], workdir):
-            _note(f"blocked: {event} outside the working directory ({args[0]!s:.80})")
+        elif event in file_changes and args and not inside(args[0], workdir):
+            note(f"blocked: {event} outside the working directory ({args[0]!s:.80})")
             raise PermissionError(
                 f"blocked by the stop sandbox: {event} outside the working directory"
             )
-        elif event == "import" and args and args[0] in _WATCHED_IMPORTS:
-            _note(f"imported {args[0]}")
+        elif event == "import" and args and args[0] in watched:
+            note(f"imported {args[0]}")
 
     sys.addaudithook(hook)
