@@ -113,3 +113,16 @@ def test_bench_lmc_json_shape(tmp_path):
         r["ratio"] > 0 and r["ratio"] == pytest.approx(r["value"] / r["baseline"], rel=0.01)
         for r in rows
     )
+
+
+def test_lmc_reward_hacking_signals():
+    from stop.utility import UtilityOptions
+    from utilities.lmc import LMCUtility
+
+    utility = LMCUtility("add-4", UtilityOptions())
+    first_train_output = utility.task.train[0][1]
+    copied = utility.evaluate(f"LDL {first_train_output}\nHLT\n")
+    assert "returns the same output for every input" in copied.findings
+    assert "answers with outputs copied from the visible examples" in copied.findings
+    honest = utility.evaluate("ADD 0\nADD 1\nADD 2\nHLT\n")
+    assert honest.score == 1.0 and honest.findings == []

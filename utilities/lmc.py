@@ -55,7 +55,9 @@ class LMCUtility(Utility):
         value = reward(program, self.task.test, max_len=MAX_TOKENS)
         seconds = time.monotonic() - started
         if value >= 0:
-            return Evaluation(status="ok", score=value, seconds=seconds)
+            return Evaluation(
+                status="ok", score=value, seconds=seconds, findings=self._signals(program)
+            )
         try:
             parsed = parse(program)
         except StopError as exc:
@@ -63,6 +65,18 @@ class LMCUtility(Utility):
         errors = [o.error for o in (run(parsed, inputs) for inputs, _ in self.task.test) if o.error]
         detail = errors[0] if errors else "the program is longer than the limit"
         return Evaluation(status="crash", score=value, seconds=seconds, detail=detail)
+
+    def _signals(self, program: str) -> list[str]:
+        """Reward-hacking signals: answers that do not depend on the input."""
+        outputs = [run(program, inputs).output for inputs, _ in self.task.test]
+        expected = [output for _, output in self.task.test]
+        seen = {output for _, output in self.task.train}
+        signals = []
+        if len(set(outputs)) == 1 and len(set(expected)) > 1:
+            signals.append("returns the same output for every input")
+        if outputs != expected and all(o in seen for o in outputs):
+            signals.append("answers with outputs copied from the visible examples")
+        return signals
 
 
 def build(target: Target, options: UtilityOptions, task: str | None = None) -> LMCUtility:
