@@ -77,30 +77,17 @@ class RunStore:
     def event(self, event: str, **data: Any) -> None:
         self._append("events.jsonl", {"event": event, **data})
 
+    def _log_call(self, prompt: Prompt, outcome: dict[str, Any]) -> None:
+        asked = {"system": prompt.expertise, "user": prompt.message}
+        asked |= {"temperature": prompt.temperature, "sample": prompt.sample}
+        self._append("llm.jsonl", asked | outcome)
+
     def log_exchange(self, prompt: Prompt, completion: Completion) -> None:
-        self._append(
-            "llm.jsonl",
-            {
-                "system": prompt.expertise,
-                "user": prompt.message,
-                "temperature": prompt.temperature,
-                "sample": prompt.sample,
-                **completion.model_dump(),
-            },
-        )
+        self._log_call(prompt, completion.model_dump())
 
     def log_failure(self, prompt: Prompt, error: Exception) -> None:
         """A model call that failed: logged beside the exchanges, with its error."""
-        self._append(
-            "llm.jsonl",
-            {
-                "system": prompt.expertise,
-                "user": prompt.message,
-                "temperature": prompt.temperature,
-                "sample": prompt.sample,
-                "error": str(error),
-            },
-        )
+        self._log_call(prompt, {"error": str(error)})
 
     suffix = ".py"  # of saved programs: an improve run saves them as its target's kind
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tests import replies
+
 # Files the cases try to create outside the sandbox: none may exist afterwards.
 PROBES = (
     "/stop-hostile-probe",
@@ -130,19 +132,7 @@ RAW_CONNECT = _src(
     """
 )
 
-MEMO_REPLY = """Idea: memoize the recursion.
-
-```python
-from functools import lru_cache
-
-
-@lru_cache(maxsize=None)
-def fib(n):
-    if n < 2:
-        return n
-    return fib(n - 1) + fib(n - 2)
-```
-"""
+MEMO_REPLY = replies.MEMO
 
 
 def _candidate(name: str, source: str, status: str, detail: str | None = None, **kw) -> Case:
