@@ -58,7 +58,7 @@ HOSTILE = {
     "return_nan": 3,
     "huge_stdout": 2,
     "disk_filler_one_huge_file": 2,
-    "exec_a_shell_unguarded": 2,
+    "spawn_subprocess": 2,
     "infinite_loop": 2,
     "c_level_hang_blocking_pipe_read": 2,
 }
