@@ -63,6 +63,11 @@ class MetaScore(BaseModel):
     tests: list[TestResult]
     usage: Usage
 
+    @property
+    def findings(self) -> list[str]:
+        """Every test's findings, each once, in order."""
+        return list(dict.fromkeys(f for t in self.tests for f in t.findings))
+
 
 class MetaUtility(Utility):
     name = "meta"
@@ -100,7 +105,7 @@ class MetaUtility(Utility):
             seconds=0.0,
             detail=next((t.error for t in score.tests if t.error), None),
             metrics={"test": score.test, "spread": score.spread, "failed_tests": failed},
-            findings=list(dict.fromkeys(f for t in score.tests for f in t.findings)),
+            findings=score.findings,
         )
 
     def score(self, improver: str) -> MetaScore:

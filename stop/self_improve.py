@@ -247,7 +247,6 @@ def _save(
     path = f"generations/gen_{gen:03d}.py"
     store.write_text(path, source)
     audit = audit_source(source)
-    findings = list(dict.fromkeys(f for t in score.tests for f in t.findings))
     record = GenerationRecord(
         gen=gen,
         parent=parent,
@@ -263,8 +262,8 @@ def _save(
         usage=usage,
         seconds=time.monotonic() - started,
         audit=audit,
-        findings=findings,
-        circumvented=_circumvents(audit, findings),
+        findings=score.findings,
+        circumvented=_circumvents(audit, score.findings),
     )
     # The record comes last: its presence is what makes the generation count as done.
     store.write_record(f"generations/gen_{gen:03d}.json", record)

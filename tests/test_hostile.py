@@ -14,8 +14,8 @@ asserts its own outcome, then the invariants every case shares:
   and no file of the run directory.
 
 The user ids, temporary directories and sandbox results are observed through thin spies
-on `stop.sandbox.runner` that call the real functions: other test sessions may run
-sandboxes at the same time, and only this case's own may be judged.
+(on `stop.sandbox.reaper` and the callers of run_job) that call the real functions: other
+test sessions may run sandboxes at the same time, and only this case's own may be judged.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import stop.improver
 import utilities.speed
 from stop.improve import ImproveConfig, ImproveResult, improve
 from stop.llm import ModelSettings
-from stop.sandbox import runner
+from stop.sandbox import reaper
 from stop.sandbox.runner import SandboxResult
 from stop.utility import Evaluation, Target, UtilityOptions
 from tests.conftest import FIB
@@ -279,7 +279,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
     )
 
     # Spies: each calls the real function and notes what this case's sandboxes used.
-    next_uid, mkdtemp = runner._next_uid, tempfile.mkdtemp
+    next_uid, mkdtemp = reaper.next_uid, tempfile.mkdtemp
 
     def spy_uid() -> int:
         uid = next_uid()
@@ -305,7 +305,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
 
         return run_job
 
-    monkeypatch.setattr(runner, "_next_uid", spy_uid)
+    monkeypatch.setattr(reaper, "next_uid", spy_uid)
     monkeypatch.setattr(tempfile, "mkdtemp", spy_mkdtemp)
     monkeypatch.setattr(utilities.speed, "run_job", spy_run_job(utilities.speed.run_job))
     monkeypatch.setattr(stop.improver, "run_job", spy_run_job(stop.improver.run_job))

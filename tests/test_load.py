@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import utilities.speed
-from stop.sandbox import runner
+from stop.sandbox import reaper
 from stop.utility import Target, UtilityOptions
 from tests.conftest import FIB
 from tests.hostile.corpus import CANDIDATES
@@ -116,7 +116,7 @@ def test_two_hundred_concurrent_evaluations_a_fifth_hostile(monkeypatch):
 
     uids: set[int] = set()
     dirs: list[str] = []
-    next_uid, mkdtemp = runner._next_uid, tempfile.mkdtemp
+    next_uid, mkdtemp = reaper.next_uid, tempfile.mkdtemp
 
     def spy_uid() -> int:
         uid = next_uid()
@@ -129,7 +129,7 @@ def test_two_hundred_concurrent_evaluations_a_fifth_hostile(monkeypatch):
             dirs.append(path)
         return path
 
-    monkeypatch.setattr(runner, "_next_uid", spy_uid)
+    monkeypatch.setattr(reaper, "next_uid", spy_uid)
     monkeypatch.setattr(tempfile, "mkdtemp", spy_mkdtemp)
 
     jobs = _workload()

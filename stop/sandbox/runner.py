@@ -9,7 +9,6 @@ and every process left running under the child's user id.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from stop.errors import SandboxError
+from stop.sandbox import reaper
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 # cloud credentials) stays with the host.
 _ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-# A private range of user ids, one per sandbox, so that "kill everything this sandbox
-# started" is exact even when the code double-forks or calls setsid().
-_UID_BASE, _UID_SPAN = 200_000, 100_000
-_uid_counter = itertools.count()
 
 Rpc = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -85,105 +81,6 @@ def _child_env(workdir: str) -> dict[str, str]:
 @functools.cache
 def _warn_once(message: str) -> None:
     log.warning("sandbox: %s", message)
-
-
-def _uids_in_use() -> set[int]:
-    in_use = set()
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                in_use.add(entry.stat().st_uid)
-            except OSError:
-                continue
-    return in_use
-
-
-def _next_uid() -> int:
-    # Skip ids that some process holds: another stop process's sandbox, most likely.
-    in_use = _uids_in_use()
-    while True:
-        uid = _UID_BASE + (os.getpid() * 7919 + next(_uid_counter)) % _UID_SPAN
-        if uid not in in_use:
-            return uid
-
-
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every process owned by `uid` until none is left (fork bombs respawn)."""
-    for _ in range(50):
-        found = False
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                if entry.stat().st_uid == uid and not _is_zombie(entry.path):
-                    os.kill(int(entry.name), signal.SIGKILL)
-                    found = True
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue
-        if not found:
-            return
-        time.sleep(0.01)
-    log.warning("sandbox: processes of uid %d survived repeated SIGKILL", uid)
-
-
-def _is_zombie(proc_dir: str) -> bool:
-    """A killed process stays in /proc until reaped, holding nothing. A leader that
-    exited while its other threads run also shows "Z": it is dead only if all are."""
-    try:
-        for task in os.scandir(f"{proc_dir}/task"):
-            with open(f"{task.path}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[-1].split()[0] != b"Z":
-                    return False
-    except OSError:
-        pass
-    return True
-
-
-_SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-
-
-def _leftovers(uid: int) -> None:
-    """Remove what the sandbox user left in world-writable folders: the shared temporary
-    folders and the world-writable folders directly inside them (/tmp/.X11-unix...)."""
-    folders = list(_SHARED_DIRS)
-    for folder in _SHARED_DIRS:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if info.st_uid == uid:
-                _remove(entry)
-            elif entry.is_dir(follow_symlinks=False) and info.st_mode & 0o002:
-                folders.append(entry.path)
-    for folder in folders[len(_SHARED_DIRS) :]:
-        try:
-            for entry in os.scandir(folder):
-                if entry.stat(follow_symlinks=False).st_uid == uid:
-                    _remove(entry)
-        except OSError:
-            continue
-
-
-def _remove(entry: os.DirEntry) -> None:
-    try:
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, ignore_errors=True)
-        else:
-            os.unlink(entry.path)
-    except OSError:
-        pass
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _tail(path: Path, chars: int) -> str:
@@ -281,7 +178,7 @@ def run_job(
     root = os.geteuid() == 0
     if not root:
         _warn_once("not running as root: sandboxed code keeps your user id and can read your files")
-    uid = _next_uid() if root else os.getuid()
+    uid = reaper.next_uid() if root else os.getuid()
     private = Path(tempfile.mkdtemp(prefix="stop-host-"))  # stdout/stderr, host-only
     workdir = tempfile.mkdtemp(prefix="stop-sbx-")
     if root:
@@ -339,11 +236,11 @@ def run_job(
                 status, error = "timeout", None
         if status == "timeout":
             error = f"timed out after {limits.wall_s:g} s; killed"
-        _kill_group(proc.pid)
+        reaper.kill_group(proc.pid)
         returncode = proc.wait()
         if root:
-            _kill_uid(uid)
-            _leftovers(uid)
+            reaper.kill_uid(uid)
+            reaper.remove_leftovers(uid)
         if status == "ok" and returncode != 0:
             status, error = "crash", _describe_exit(returncode)
         if status == "crash" and error is None:
@@ -360,11 +257,11 @@ def run_job(
         )
     finally:
         if proc is not None and proc.poll() is None:
-            _kill_group(proc.pid)
+            reaper.kill_group(proc.pid)
             proc.kill()
             proc.wait()
         if root:
-            _kill_uid(uid)
+            reaper.kill_uid(uid)
         for fd in open_fds:
             try:
                 os.close(fd)
