@@ -48,6 +48,9 @@ class RunStore:
         self.dir = run_dir
         self.id = run_dir.name
         self._lock = threading.Lock()
+        # Added to every logged exchange: self-improvement sets {"gen": n} for the round
+        # that makes generation n, so a viewer can show the exchanges behind it.
+        self.tags: dict[str, Any] = {}
 
     @classmethod
     def create(cls, runs_dir: Path, kind: str, config: BaseModel) -> RunStore:
@@ -77,17 +80,17 @@ class RunStore:
     def event(self, event: str, **data: Any) -> None:
         self._append("events.jsonl", {"event": event, **data})
 
-    def _log_call(self, prompt: Prompt, outcome: dict[str, Any]) -> None:
+    def _log_call(self, prompt: Prompt, outcome: dict[str, Any], tags: dict[str, Any]) -> None:
         asked = {"system": prompt.expertise, "user": prompt.message}
         asked |= {"temperature": prompt.temperature, "sample": prompt.sample}
-        self._append("llm.jsonl", asked | outcome)
+        self._append("llm.jsonl", self.tags | tags | asked | outcome)
 
-    def log_exchange(self, prompt: Prompt, completion: Completion) -> None:
-        self._log_call(prompt, completion.model_dump())
+    def log_exchange(self, prompt: Prompt, completion: Completion, **tags: Any) -> None:
+        self._log_call(prompt, completion.model_dump(), tags)
 
-    def log_failure(self, prompt: Prompt, error: Exception) -> None:
+    def log_failure(self, prompt: Prompt, error: Exception, **tags: Any) -> None:
         """A model call that failed: logged beside the exchanges, with its error."""
-        self._log_call(prompt, {"error": str(error)})
+        self._log_call(prompt, {"error": str(error)}, tags)
 
     suffix = ".py"  # of saved programs: an improve run saves them as its target's kind
 

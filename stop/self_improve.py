@@ -15,6 +15,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,14 @@ def self_improve(
         seed=config.seed,
         cache=cache,
         parallel=config.parallel,
-        on_exchange=store.log_exchange,
-        on_failure=store.log_failure,
+        # The improvers under test talk to the model too; their exchanges are tagged apart
+        # from those of the improver proposing the next generation.
+        on_exchange=partial(store.log_exchange, role="meta-test"),
+        on_failure=partial(store.log_failure, role="meta-test"),
     )
     try:
         if not generations:
+            store.tags = {"gen": 0}
             emit("round", {"round": 0, "rounds": config.rounds})
             started = time.monotonic()
             score = meta.score(seed_source)
@@ -153,6 +157,7 @@ def self_improve(
             )
             emit("generation", {"record": generations[-1]})
         for round_ in range(len(generations), config.rounds + 1):
+            store.tags = {"gen": round_}
             emit("round", {"round": round_, "rounds": config.rounds})
             record = _round(config, store, meta, backend, cache, generations, seed_source, round_)
             generations.append(record)
@@ -193,8 +198,8 @@ def _round(
         # Seeds differ by round so that each round draws new proposals.
         seed=config.seed * 1000 + 500 + round_,
         cache=cache,
-        on_exchange=store.log_exchange,
-        on_failure=store.log_failure,
+        on_exchange=partial(store.log_exchange, role="improver"),
+        on_failure=partial(store.log_failure, role="improver"),
     )
     candidates: list[dict[str, Any]] = []
 

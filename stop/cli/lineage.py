@@ -1,0 +1,128 @@
+"""`stop runs`, `stop lineage`, `stop show`, `stop view`, `stop export`: look at saved runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from stop.cli import app
+from stop.errors import BadInput
+
+_RUNS_DIR = typer.Option(Path("runs"), help="Where runs are saved.")
+
+
+def _generation(value: str) -> int:
+    if not value.isdigit():
+        raise BadInput(f"generation must be a number, not {value!r}")
+    return int(value)
+
+
+@app.command("runs")
+def runs_command(
+    runs_dir: Path = _RUNS_DIR,
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """Table of runs: id, date, kind, model, rounds, best score, status."""
+    from stop.view.render import runs_table
+    from stop.view.runs import list_runs
+
+    views = list_runs(runs_dir)
+    if as_json:
+        rows = [
+            {
+                "id": v.id,
+                "started": v.started.isoformat(timespec="seconds"),
+                "kind": v.kind,
+                "model": v.model,
+                "generations": len(v.nodes),
+                "rounds": v.rounds,
+                "best": v.best.val if v.best else None,
+                "status": v.status,
+            }
+            for v in views
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+    elif not views:
+        Console(stderr=True).print(f"No runs in {runs_dir}.")
+    else:
+        Console().print(runs_table(views))
+
+
+@app.command("lineage")
+def lineage_command(
+    run_id: str = typer.Argument(..., help="A run id (see `stop runs`)."),
+    runs_dir: Path = _RUNS_DIR,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The tree of generations: scores, change against the parent, kept or reverted."""
+    from stop.view.render import lineage
+    from stop.view.runs import open_run
+
+    view = open_run(runs_dir, run_id)
+    if as_json:
+        out = view.model_dump(mode="json", exclude={"nodes"})
+        out["generations"] = [
+            n.model_dump(mode="json") | {"delta": view.delta(n), "strategy": view.strategy(n)}
+            for n in view.nodes
+        ]
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        Console().print(lineage(view))
+
+
+@app.command("show")
+def show_command(
+    run_id: str = typer.Argument(..., help="A run id."),
+    gen: str = typer.Argument(..., help="A generation (an improve run: a candidate number)."),
+    diff: bool = typer.Option(False, "--diff", help="Show the change against its parent."),
+    runs_dir: Path = _RUNS_DIR,
+) -> None:
+    """A generation's improver source, syntax-highlighted, or its diff against its parent."""
+    from stop.view.render import source
+    from stop.view.runs import open_run
+
+    view = open_run(runs_dir, run_id)
+    Console().print(source(view, view.node(_generation(gen)), diff=diff))
+
+
+@app.command("view")
+def view_command(
+    run_id: str = typer.Argument(..., help="A run id."),
+    runs_dir: Path = _RUNS_DIR,
+) -> None:
+    """Interactive terminal UI: generations, code, diffs, candidates, model exchanges."""
+    from stop.view.runs import open_run
+
+    view = open_run(runs_dir, run_id)  # bad input is reported before the screen changes
+    from stop.view.app import LineageApp
+
+    LineageApp(view).run()
+
+
+@app.command("export")
+def export_command(
+    run_id: str = typer.Argument(..., help="A run id."),
+    html: Path = typer.Option(..., "--html", help="The HTML file to write."),
+    runs_dir: Path = _RUNS_DIR,
+) -> None:
+    """A single self-contained HTML page: lineage graph, scores, code and diffs."""
+    from stop.view.html import export_html
+    from stop.view.runs import open_run
+
+    view = open_run(runs_dir, run_id)
+    if html.is_dir():
+        raise BadInput(f"--html {html} is a directory; give a file name")
+    if not html.parent.is_dir():
+        raise BadInput(f"--html {html}: folder {html.parent} does not exist")
+    page = export_html(view)
+    tmp = html.with_name(f".{html.name}.tmp")
+    try:
+        tmp.write_text(page)
+        tmp.replace(html)  # a reader never sees half a page
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"cannot write {html}: {exc.strerror or exc}") from exc
+    Console(stderr=True).print(f"Wrote {html} ({len(page) // 1024} KiB)", highlight=False)

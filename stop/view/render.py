@@ -1,0 +1,171 @@
+"""Rich renderings of saved runs: the run table, the lineage tree with its chart, a
+generation's source or diff. The terminal UI and `stop lineage` share these."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from stop.view.runs import Node, RunView
+
+_STATUS_STYLE = {"finished": "green", "running": "cyan", "failed": "red", "interrupted": "yellow"}
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def runs_table(views: list[RunView]) -> Table:
+    table = Table(title="Runs", title_justify="left")
+    table.add_column("id", no_wrap=True)  # copied into other commands: never cut
+    for column in ("date", "kind", "model", "rounds", "best", "status"):
+        table.add_column(column, justify="right" if column in ("rounds", "best") else "left")
+    for v in views:
+        best = v.best
+        rounds = f"{max(len(v.nodes) - 1, 0)}/{v.rounds}" if v.kind == "self-improve" else "-"
+        style = _STATUS_STYLE.get(v.status, "")
+        table.add_row(
+            v.id,
+            v.started.strftime("%m-%d %H:%M"),
+            v.kind,
+            v.model,
+            rounds,
+            fmt(best.val if best else None),
+            f"[{style}]{v.status}[/]",
+        )
+    return table
+
+
+def sparkline(values: list[float | None]) -> str:
+    """One character per value, scaled between the smallest and the largest."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    return "".join(
+        " " if v is None else _BARS[round((v - low) / span * (len(_BARS) - 1))] for v in values
+    )
+
+
+def node_label(view: RunView, node: Node) -> Text:
+    """gen, scores, change against the parent, kept or reverted, tokens, strategy."""
+    label = Text()
+    label.append(f"{'gen' if view.kind == 'self-improve' else 'cand'} {node.gen}", style="bold")
+    if view.kind == "self-improve":
+        label.append(f"  val {fmt(node.val)}  test {fmt(node.test)}")
+    else:
+        label.append(f"  score {fmt(node.val)}  {node.status.replace('_', ' ')}")
+    delta = view.delta(node)
+    if delta is not None:
+        label.append(f"  Δ {delta:+.3f}", style="green" if delta > 0 else "red" if delta else "")
+    if node.parent is not None or view.kind == "improve":
+        if view.kind == "self-improve":
+            label.append("  kept" if node.kept else "  reverted", "green" if node.kept else "dim")
+        elif node.kept:
+            label.append("  chosen", "green")
+    # Before the long parts, so that a narrow pane still shows it.
+    if node.circumvented:
+        label.append("  ⚠ tried to switch the sandbox off", style="bold red")
+    elif node.audit:
+        kinds = sorted({a.split(":")[0] for a in node.audit})
+        label.append(f"  audit: {', '.join(kinds)}", style="yellow")
+    if node.tokens:
+        label.append(f"  {node.tokens:,} tok", style="dim")
+    label.append(f"  {view.strategy(node)}", style="italic")
+    return label
+
+
+def placement(view: RunView) -> list[tuple[Node, int | None]]:
+    """Each node with the node it hangs under in the tree (None: the top), parents first.
+
+    In a self-improve run the kept line (each kept generation's parent is the one kept
+    before it) stays at the top level, so fifty generations do not indent fifty times,
+    and a reverted proposal hangs under the generation it was proposed from. In an
+    improve run every candidate hangs under the original.
+    """
+    flat = view.kind == "self-improve"
+    under = {n.gen: None if (flat and n.kept) else n.parent for n in view.nodes}
+    children: dict[int | None, list[Node]] = {}
+    for node in view.nodes:
+        children.setdefault(under[node.gen], []).append(node)
+    ordered: list[tuple[Node, int | None]] = []
+
+    def visit(parent: int | None) -> None:
+        for child in children.get(parent, []):
+            ordered.append((child, parent))
+            visit(child.gen)
+
+    visit(None)
+    placed = {node.gen for node, _ in ordered}  # a node whose parent is missing: at the top
+    ordered += [(n, None) for n in view.nodes if n.gen not in placed]
+    return ordered
+
+
+def lineage_tree(view: RunView) -> Tree:
+    title = Text.assemble((view.id, "bold"), f"  {view.kind}, {view.model}, {view.status}")
+    tree = Tree(title)
+    branches: dict[int, Tree] = {}
+    for node, parent in placement(view):
+        branches[node.gen] = branches.get(parent, tree).add(node_label(view, node))
+    if view.in_progress is not None:
+        tree.add(Text(f"gen {view.in_progress}  in progress", style="cyan"))
+    return tree
+
+
+def lineage(view: RunView) -> RenderableType:
+    """The tree, then the utility per generation as a sparkline."""
+    parts: list[RenderableType] = [lineage_tree(view)]
+    vals = [n.val for n in view.nodes]
+    if len([v for v in vals if v is not None]) > 1:
+        known = [v for v in vals if v is not None]
+        name = "meta-utility (val)" if view.kind == "self-improve" else "score"
+        parts.append(
+            Text.assemble(
+                f"{name} per generation  {fmt(min(known))} ",
+                (sparkline(vals), "cyan"),
+                f" {fmt(max(known))}",
+            )
+        )
+    if view.error:
+        parts.append(Text(f"{view.status}: {view.error}", style="red"))
+    return Group(*parts)
+
+
+def lexer(view: RunView, node: Node) -> str:
+    return "python" if (node.path or "").endswith(".py") else "text"
+
+
+def source(view: RunView, node: Node, diff: bool = False) -> Syntax | Text:
+    if diff:
+        if node.parent is None:
+            return Text(f"generation {node.gen} has no parent: nothing to diff", style="dim")
+        text = view.diff(node)
+        if not text:
+            return Text(f"generation {node.gen} is the same as its parent", style="dim")
+        return Syntax(text, "diff", word_wrap=True)
+    if node.path is None:
+        return Text(f"generation {node.gen} has no program (the model gave no code)", style="dim")
+    return Syntax(view.source(node), lexer(view, node), line_numbers=True, word_wrap=True)
+
+
+def chart(view: RunView, width: int, height: int) -> str:
+    """A plotext line chart of the utility per generation (ANSI text)."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    plt.theme("pro")
+    gens = [n.gen for n in view.nodes if n.val is not None]
+    if gens:
+        plt.plot(gens, [n.val for n in view.nodes if n.val is not None], label="val", marker="dot")
+        tests = [(n.gen, n.test) for n in view.nodes if n.test is not None]
+        if tests:
+            plt.plot([g for g, _ in tests], [t for _, t in tests], label="test", marker="dot")
+    plt.title("meta-utility per generation" if view.kind == "self-improve" else "score")
+    plt.xlabel("generation")
+    return plt.build()

@@ -1,0 +1,358 @@
+"""Read run directories back, finished or still running, as one shape for every view.
+
+A self-improve run is a lineage of improver generations; an improve run is a flat one,
+the original program and the candidates its improver proposed. Both become a `RunView`
+with one `Node` per generation (or candidate), so the table, the tree, the source view,
+the terminal UI and the HTML export are written once.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from stop.errors import BadInput
+from stop.lineage import FORMAT_VERSION, CandidateRecord
+
+log = logging.getLogger(__name__)
+
+
+class Node(BaseModel):
+    """One generation of a self-improve run, or one candidate of an improve run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gen: int
+    parent: int | None
+    path: str | None  # the program, relative to the run directory
+    val: float | None  # validation score (an improve run's candidates have one score)
+    test: float | None = None
+    kept: bool  # self-improve: became the current improver; improve: the run's choice
+    status: str  # how the improver that produced it ended, or the candidate's evaluation
+    error: str | None = None
+    tokens: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+    circumvented: bool = False
+    audit: list[str] = []
+    findings: list[str] = []
+    candidates: list[dict[str, Any]] = []  # what it was chosen from, with scores
+    tests: list[dict[str, Any]] = []  # meta-utility tests: task, val, test, status
+
+
+class RunView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    dir: Path
+    kind: str  # "self-improve" or "improve"
+    started: datetime
+    model: str
+    rounds: int | None  # planned (self-improve)
+    status: str  # "running", "finished", "failed", "interrupted"
+    error: str | None = None
+    nodes: list[Node]
+    in_progress: int | None = None  # the generation being made, when running
+    target: str | None = None  # improve runs
+    utility: str | None = None
+
+    @property
+    def best(self) -> Node | None:
+        """The current improver (a generation is kept only if it beats its parent), or
+        an improve run's choice."""
+        kept = [n for n in self.nodes if n.kept]
+        return kept[-1] if kept else None
+
+    def node(self, gen: int) -> Node:
+        for node in self.nodes:
+            if node.gen == gen:
+                return node
+        have = f"0..{self.nodes[-1].gen}" if self.nodes else "none yet"
+        raise BadInput(f"run {self.id} has no generation {gen} (it has {have})")
+
+    def parent_of(self, node: Node) -> Node | None:
+        return None if node.parent is None else self.node(node.parent)
+
+    def source(self, node: Node) -> str:
+        if node.path is None:
+            return ""
+        try:
+            return (self.dir / node.path).read_text()
+        except OSError as exc:
+            raise BadInput(f"run {self.id}: cannot read {node.path}: {exc.strerror}") from exc
+
+    def diff(self, node: Node) -> str:
+        """Unified diff of a node's program against its parent's (empty for a root)."""
+        parent = self.parent_of(node)
+        if parent is None:
+            return ""
+        return "".join(
+            difflib.unified_diff(
+                self.source(parent).splitlines(keepends=True),
+                self.source(node).splitlines(keepends=True),
+                fromfile=f"generation {parent.gen}",
+                tofile=f"generation {node.gen}",
+            )
+        )
+
+    def delta(self, node: Node) -> float | None:
+        parent = self.parent_of(node)
+        if parent is None or parent.val is None or node.val is None:
+            return None
+        return node.val - parent.val
+
+    def exchanges(self, gen: int | None = None) -> list[dict[str, Any]]:
+        """The language-model exchanges logged for the run, or for one generation (the
+        round that produced it: its improver's own calls and the meta-utility's)."""
+        path = self.dir / "llm.jsonl"
+        if not path.is_file():
+            return []
+        found = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line being written right now
+                if gen is None or entry.get("gen") == gen:
+                    found.append(entry)
+        return found
+
+    def strategy(self, node: Node) -> str:
+        if node.path is None:
+            return "no program"
+        parent = self.parent_of(node)
+        if self.kind == "improve":  # candidates are target programs, not improvers
+            return "the original" if parent is None else _line_changes(self, parent, node)
+        return summarize(self.source(node), self.source(parent) if parent else None)
+
+
+def _line_changes(view: RunView, parent: Node, node: Node) -> str:
+    changes = list(difflib.ndiff(view.source(parent).splitlines(), view.source(node).splitlines()))
+    added = sum(line.startswith("+ ") for line in changes)
+    removed = sum(line.startswith("- ") for line in changes)
+    return f"+{added}/-{removed} lines vs generation {parent.gen}"
+
+
+# Words that name a search strategy, as STOP's improvers named theirs.
+_STRATEGIES = [
+    ("beam", "beam search"),
+    ("genetic", "genetic algorithm"),
+    ("crossover", "genetic algorithm"),
+    ("anneal", "simulated annealing"),
+    ("bandit", "bandit"),
+    ("ucb", "bandit"),
+    ("tree", "tree search"),
+    ("feedback", "feedback refinement"),
+    ("elite", "MAP-Elites"),
+    ("temperature", "varies temperature"),
+    ("decompos", "decomposition"),
+]
+
+
+def summarize(source: str, parent: str | None) -> str:
+    """One line on what an improver does: its own docstring's first line if it has one,
+    else the strategies its code names, else how it differs from its parent."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return "does not parse"
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef) and fn.name == "improve_algorithm":
+            doc = ast.get_docstring(fn)
+            if doc and doc.strip():
+                return doc.strip().splitlines()[0][:80]
+    lowered = source.lower()
+    named = list(dict.fromkeys(label for word, label in _STRATEGIES if word in lowered))
+    if parent is not None and source.strip() == parent.strip():
+        return "same as its parent"
+    if named:
+        return ", ".join(named)
+    if parent is None:
+        return "seed"
+    changes = list(difflib.ndiff(parent.splitlines(), source.splitlines()))
+    added = sum(line.startswith("+ ") for line in changes)
+    removed = sum(line.startswith("- ") for line in changes)
+    return f"+{added}/-{removed} lines vs parent"
+
+
+def list_runs(runs_dir: Path) -> list[RunView]:
+    """Every run in runs_dir, oldest first; a directory that is not a readable run is
+    skipped with a warning rather than hiding the others."""
+    views = []
+    if not runs_dir.is_dir():
+        return views
+    for path in sorted(runs_dir.iterdir()):
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        try:
+            views.append(read_run(path))
+        except BadInput as exc:
+            log.warning("skipping %s: %s", path.name, exc)
+    return views
+
+
+def open_run(runs_dir: Path, run_id: str) -> RunView:
+    """The run with this id; an unknown id is bad input, with the closest ids named."""
+    path = runs_dir / run_id
+    if "/" in run_id or run_id.startswith(".") or not path.is_dir():
+        known = [p.name for p in runs_dir.iterdir() if p.is_dir()] if runs_dir.is_dir() else []
+        close = difflib.get_close_matches(run_id, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        if not known:
+            hint = f"; {runs_dir} holds no runs"
+        raise BadInput(f"no run {run_id!r} in {runs_dir}{hint}")
+    return read_run(path)
+
+
+def _load_json(path: Path, run_id: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInput(f"run {run_id}: cannot read {path.name}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadInput(f"run {run_id}: {path.name} is not a record")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BadInput(
+            f"run {run_id} was written in run format {version!r}, and this stop reads "
+            f"format {FORMAT_VERSION}; open it with the stop version that made it"
+        )
+    return data
+
+
+def _events(run_dir: Path) -> list[dict[str, Any]]:
+    events = []
+    try:
+        with open(run_dir / "events.jsonl") as f:
+            for line in f:
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line being written right now
+    except OSError:
+        pass
+    return events
+
+
+def read_run(run_dir: Path) -> RunView:
+    run_id = run_dir.name
+    if not (run_dir / "config.json").is_file():
+        raise BadInput(f"{run_dir} is not a stop run (it has no config.json)")
+    config = _load_json(run_dir / "config.json", run_id)
+    events = _events(run_dir)
+    started = next((e for e in events if e.get("event") == "started"), {})
+    kind = started.get("kind") or ("self-improve" if "rounds" in config else "improve")
+    model = config.get("model") or {}
+    status, error = "running", None
+    for event in events:
+        if event.get("event") == "finished":
+            status, error = "finished", None
+        elif event.get("event") == "failed":
+            error = event.get("error", "")
+            status = "interrupted" if error.startswith("KeyboardInterrupt") else "failed"
+        elif event.get("event") == "resumed":
+            status, error = "running", None
+    common = {
+        "id": run_id,
+        "dir": run_dir,
+        "kind": kind,
+        "started": datetime.fromtimestamp(
+            started.get("time") or (run_dir / "config.json").stat().st_mtime
+        ),
+        "model": model.get("model") or model.get("backend") or "?",
+        "status": status,
+        "error": error,
+    }
+    try:
+        if kind == "self-improve":
+            nodes = _generations(run_dir, run_id)
+            in_progress = len(nodes) if status == "running" else None
+            return RunView(**common, rounds=config.get("rounds"), nodes=nodes,
+                           in_progress=in_progress)  # fmt: skip
+        return _improve_run(run_dir, run_id, config, common)
+    except ValidationError as exc:
+        raise BadInput(f"run {run_id} has a record this stop cannot read: {exc}") from exc
+
+
+def _generations(run_dir: Path, run_id: str) -> list[Node]:
+    from stop.self_improve import GenerationRecord
+
+    nodes = []
+    for path in sorted((run_dir / "generations").glob("gen_*.json")):
+        g = GenerationRecord.model_validate(_load_json(path, run_id))
+        nodes.append(
+            Node(
+                gen=g.gen,
+                parent=g.parent,
+                path=g.path,
+                val=g.meta_utility_val,
+                test=g.meta_utility_test,
+                kept=g.kept,
+                status=g.improver_status,
+                error=g.improver_error,
+                tokens=g.usage.tokens,
+                calls=g.usage.calls,
+                seconds=g.seconds,
+                circumvented=g.circumvented,
+                audit=[f"{f.kind}: {f.text} (line {f.line})" for f in g.audit],
+                findings=g.findings,
+                candidates=g.candidates,
+                tests=[t.model_dump() for t in g.meta.tests],
+            )
+        )
+    for i, node in enumerate(nodes):
+        if node.gen != i:
+            raise BadInput(f"run {run_id} is missing generation {i}")
+    return nodes
+
+
+def _improve_run(
+    run_dir: Path, run_id: str, config: dict[str, Any], common: dict[str, Any]
+) -> RunView:
+    records = [
+        CandidateRecord.model_validate(_load_json(path, run_id))
+        for path in sorted((run_dir / "candidates").glob("*.json"))
+    ]
+    result_path = run_dir / "result.json"
+    result = _load_json(result_path, run_id) if result_path.is_file() else None
+    original = next((r.index for r in records if r.origin == "original"), None)
+    chosen = None
+    if result is not None and result.get("improved"):
+        best = (run_dir / Path(result["best_path"]).name).read_text()
+        chosen = next(
+            (r.index for r in records if r.path and (run_dir / r.path).read_text() == best), None
+        )
+    nodes = [
+        Node(
+            gen=r.index,
+            parent=None if r.origin == "original" else original,
+            path=r.path,
+            val=r.evaluation.score if r.path else None,
+            kept=r.index == chosen or (chosen is None and r.index == original),
+            status=r.evaluation.status,
+            error=r.evaluation.detail,
+            seconds=r.evaluation.seconds,
+            findings=r.evaluation.findings,
+        )
+        for r in records
+    ]
+    usage = (result or {}).get("usage", {})
+    root = next((n for n in nodes if n.gen == original), None)
+    if root is not None and usage:  # the run's model usage, shown once, on the original
+        root.tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+        root.calls = usage.get("calls", 0)
+    return RunView(
+        **common,
+        rounds=None,
+        nodes=nodes,
+        target=str(config.get("target")),
+        utility=config.get("utility"),
+    )
