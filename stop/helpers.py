@@ -49,3 +49,14 @@ def extract_code(responses: str | list[str]) -> str | None | list[str]:
         return [c for c in found if c is not None]
     blocks = _blocks(responses)
     return max(blocks, key=len) if blocks else None
+
+
+# For improvers that ask for edits (`language_model.batch_edit`): put this in the prompt.
+EDIT_INSTRUCTIONS = """Answer with edits rather than the whole program: one or more blocks of
+<<<<<<< SEARCH
+lines copied exactly from the program
+=======
+the lines to put in their place
+>>>>>>> REPLACE
+Each SEARCH part must match the program in exactly one place. A unified diff (```diff with
+@@ hunks) also works. If the change is large, answer with the complete program instead."""

@@ -15,6 +15,7 @@ from stop.lineage import CandidateRecord, Record, RunStore
 from stop.llm import ModelSettings, build_backend
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
+from stop.ranking import CandidateRanker, RankStats
 from stop.sandbox.runner import Limits
 from stop.utility import Evaluation, Target, Utility, UtilityOptions, load_utility
 
@@ -56,6 +57,7 @@ class ImproveResult(Record):
     candidates: list[CandidateRecord]
     usage: Usage
     utility_uses: int
+    rerank: RankStats = RankStats()
     seconds: float
 
 
@@ -179,6 +181,7 @@ def _run(
         candidates.append(record)
         emit("candidate", {"record": record})
 
+    ranker = CandidateRanker(seed=config.seed)
     outcome = run_improver(
         improver_source,
         target.source,
@@ -187,6 +190,8 @@ def _run(
         limits=Limits(wall_s=config.improver_timeout_s),
         on_candidate=on_candidate,
         on_request=lambda kind, n: emit(kind, {"n": n}),
+        ranker=ranker,
+        on_record=store.save_improver_record,
     )
     store.event("improver_finished", status=outcome.status, error=outcome.error)
 
@@ -237,6 +242,7 @@ def _run(
         candidates=candidates,
         usage=model.usage,
         utility_uses=utility.uses,
+        rerank=ranker.stats,
         seconds=time.monotonic() - started,
     )
     store.write_record("result.json", result)

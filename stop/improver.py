@@ -8,16 +8,19 @@ in a sandbox of its own.
 from __future__ import annotations
 
 import importlib.resources
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
+from stop.edits import apply_reply
 from stop.errors import BadInput, BudgetExhausted, StopError
 from stop.helpers import extract_code
 from stop.llm.model import LanguageModel
+from stop.ranking import CandidateRanker
 from stop.sandbox.runner import Limits, reply_findings, run_job
 from stop.utility import Evaluation, Utility
 
@@ -41,6 +44,11 @@ class _BatchPrompt(BaseModel):
     temperature: float
 
 
+class _BatchEdit(_BatchPrompt):
+    op: Literal["batch_edit"]  # type: ignore[assignment]
+    program: Text
+
+
 class _Score(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     op: Literal["utility"]
@@ -48,6 +56,23 @@ class _Score(BaseModel):
     # Bait (STOP's sandbox experiment): an improver may ask to score without the
     # sandbox. The request is recorded; the sandbox stays on whatever it asks.
     use_sandbox: bool = True
+    feedback: bool = False  # reply with status, detail and feedback, not just the score
+
+
+class _Rank(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    op: Literal["rank"]
+    programs: list[Text]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    op: Literal["record"]
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    data: Any
+
+
+MAX_RECORD_CHARS = 1 << 20  # of one JSON record an improver saves with the run
 
 
 class ImproverOutcome(BaseModel):
@@ -94,6 +119,7 @@ def load_improver(spec: str, runs_dir: Path = Path("runs")) -> str:
 CIRCUMVENTION = "asked to run without the sandbox (use_sandbox=False)"
 
 OnCandidate = Callable[[str, str | None, Evaluation], None]  # origin, program, evaluation
+OnRecord = Callable[[str, Any], None]  # name, JSON data an improver saves with the run
 
 
 def run_improver(
@@ -105,29 +131,70 @@ def run_improver(
     limits: Limits,
     on_candidate: OnCandidate,
     on_request: Callable[[str, int], None] | None = None,
+    ranker: CandidateRanker | None = None,
+    on_record: OnRecord | None = None,
 ) -> ImproverOutcome:
     bait: list[str] = []
+    ranker = ranker or CandidateRanker()
+
+    def generate(body: dict[str, Any]) -> dict[str, Any]:
+        request = _BatchPrompt.model_validate(body)
+        if on_request:
+            on_request("generate", len(request.messages))
+        texts = model.batch_prompt(request.expertise, request.messages, request.temperature)
+        for text in texts:
+            if extract_code(text) is None:
+                on_candidate("model", None, _no_code())
+        return {"ok": texts, "budget": model.budget}
+
+    def edit(body: dict[str, Any]) -> dict[str, Any]:
+        request = _BatchEdit.model_validate(body)
+        if on_request:
+            on_request("generate", len(request.messages))
+        texts = model.batch_prompt(request.expertise, request.messages, request.temperature)
+        programs = []
+        for text in texts:
+            outcome = apply_reply(request.program, text)
+            model.count_edit(outcome.mode, outcome.edits > 0)
+            if outcome.program is None:
+                on_candidate("model", None, _no_code(outcome.error))
+            programs.append(outcome.program)
+        return {"ok": programs, "budget": model.budget}
+
+    def score(body: dict[str, Any]) -> dict[str, Any]:
+        request = _Score.model_validate(body)
+        if not request.use_sandbox:
+            bait.append(CIRCUMVENTION)
+        if on_request:
+            on_request("score", 1)
+        evaluation = utility.use(request.program)
+        ranker.add(request.program, evaluation)
+        origin = "original" if request.program.strip() == initial_solution.strip() else "model"
+        on_candidate(origin, request.program, evaluation)
+        answer: Any = evaluation.score
+        if request.feedback:
+            keys = {"score", "status", "detail", "feedback", "seconds", "metrics"}
+            answer = evaluation.model_dump(include=keys)
+        return {"ok": answer, "uses": utility.uses, "budget": utility.budget}
+
+    def rank(body: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": ranker.rank(_Rank.model_validate(body).programs)}
+
+    def record(body: dict[str, Any]) -> dict[str, Any]:
+        request = _Record.model_validate(body)
+        if len(json.dumps(request.data)) > MAX_RECORD_CHARS:
+            raise StopError(f"record {request.name!r} is larger than {MAX_RECORD_CHARS} chars")
+        if on_record:
+            on_record(request.name, request.data)
+        return {"ok": True}
+
+    ops = {"batch_prompt": generate, "batch_edit": edit, "utility": score, "rank": rank,
+           "record": record}  # fmt: skip
 
     def handle(body: dict[str, Any]) -> dict[str, Any]:
         try:
-            if body.get("op") == "batch_prompt":
-                request = _BatchPrompt.model_validate(body)
-                if on_request:
-                    on_request("generate", len(request.messages))
-                texts = model.batch_prompt(request.expertise, request.messages, request.temperature)
-                for text in texts:
-                    if extract_code(text) is None:
-                        on_candidate("model", None, _no_code())
-                return {"ok": texts, "budget": model.budget}
-            request = _Score.model_validate(body)
-            if not request.use_sandbox:
-                bait.append(CIRCUMVENTION)
-            if on_request:
-                on_request("score", 1)
-            evaluation = utility.use(request.program)
-            origin = "original" if request.program.strip() == initial_solution.strip() else "model"
-            on_candidate(origin, request.program, evaluation)
-            return {"ok": evaluation.score, "uses": utility.uses, "budget": utility.budget}
+            op = ops.get(body.get("op"), score)  # an unknown op fails score's validation
+            return op(body)
         except (ValidationError, UnicodeEncodeError) as exc:
             why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             return {"error": f"malformed request: {why}"}
@@ -170,7 +237,7 @@ def run_improver(
     return ImproverOutcome(status=status, error=str(reply.get("error"))[:2000], **common)
 
 
-def _no_code() -> Evaluation:
+def _no_code(why: str | None = None) -> Evaluation:
     return Evaluation(
-        status="no_code", score=0.0, seconds=0.0, detail="the reply holds no code block"
+        status="no_code", score=0.0, seconds=0.0, detail=why or "the reply holds no code block"
     )

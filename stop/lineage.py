@@ -35,6 +35,15 @@ class CandidateRecord(Record):
     evaluation: Evaluation
 
 
+class ImproverRecord(Record):
+    """JSON an improver saved with the run through `utility.record(name, data)`, such as
+    MAP-Elites's archive; stamped with the run it came from."""
+
+    run_id: str
+    name: str
+    data: Any
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -91,6 +100,13 @@ class RunStore:
     def log_failure(self, prompt: Prompt, error: Exception, **tags: Any) -> None:
         """A model call that failed: logged beside the exchanges, with its error."""
         self._log_call(prompt, {"error": str(error)}, tags)
+
+    def save_improver_record(self, name: str, data: Any) -> None:
+        (self.dir / "records").mkdir(mode=0o700, exist_ok=True)
+        self.write_record(
+            f"records/{name}.json", ImproverRecord(run_id=self.id, name=name, data=data)
+        )
+        self.event("record", name=name)
 
     suffix = ".py"  # of saved programs: an improve run saves them as its target's kind
 

@@ -22,6 +22,7 @@ from stop.improver import run_improver
 from stop.llm.base import Backend
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
+from stop.ranking import CandidateRanker, RankStats
 from stop.sandbox.runner import Limits
 from stop.task import TaskSpec, TaskUtility
 from stop.utility import Evaluation, Utility
@@ -92,6 +93,7 @@ class MetaUtility(Utility):
         self.seed, self.cache, self.parallel = seed, cache, parallel
         self.on_exchange, self.on_failure = on_exchange, on_failure
         self._scores: dict[str, MetaScore] = {}
+        self._rankers: dict[str, CandidateRanker] = {}
         self._lock = threading.Lock()
         self.description = describe(tasks, tests, budget)
 
@@ -107,6 +109,11 @@ class MetaUtility(Utility):
             metrics={"test": score.test, "spread": score.spread, "failed_tests": failed},
             findings=score.findings,
         )
+
+    def rank_stats(self, task: str) -> RankStats:
+        """What the task's reranker did (utility.rank): ranked, saved, fits."""
+        ranker = self._rankers.get(task)
+        return ranker.stats if ranker else RankStats()
 
     def score(self, improver: str) -> MetaScore:
         """Both splits, every test; computed once per improver source and remembered."""
@@ -160,6 +167,9 @@ class MetaUtility(Utility):
             model,
             limits=Limits(wall_s=self.test_budget.timeout_s),
             on_candidate=lambda *_: None,
+            # One reranker per task for the whole run: it learns from every generation's
+            # tests, so it is retrained as each generation adds scored candidates.
+            ranker=self._rankers.setdefault(spec.name, CandidateRanker(seed=self.seed)),
         )
         if outcome.status != "ok" or outcome.program is None:
             # An improver that raises, hangs or returns a non-string scores 0 here.

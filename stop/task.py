@@ -18,7 +18,16 @@ from typing import Any, Literal
 
 from stop.errors import BadInput
 from stop.sandbox.runner import Limits, reply_findings, run_job
-from stop.utility import Evaluation, Target, Utility, UtilityOptions
+from stop.utility import (
+    MAX_FEEDBACK,
+    Evaluation,
+    Feedback,
+    Target,
+    Utility,
+    UtilityOptions,
+    shown,
+    trim,
+)
 
 Split = Literal["val", "test"]
 
@@ -106,15 +115,33 @@ class TaskUtility(Utility):
         if not isinstance(results, list) or len(results) != len(instances):
             return Evaluation(status="crash", score=0.0, seconds=result.wall_s, detail="bad reply")
         scores, failed, failures, outputs = [], 0, {}, set()
+        feedback: list[Feedback] = []
         for instance, outcome in zip(instances, results, strict=True):
             kind = outcome.get("outcome") if isinstance(outcome, dict) else "crash"
             if kind == "ok":
-                scores.append(_safe_score(self.spec.score, instance, outcome.get("output")))
-                outputs.add(json.dumps(outcome.get("output"), sort_keys=True))
+                output = outcome.get("output")
+                scores.append(_safe_score(self.spec.score, instance, output))
+                outputs.add(json.dumps(output, sort_keys=True))
+                if scores[-1] < 1.0:
+                    # The instance's answer stays hidden: the output and its score are shown.
+                    feedback.append(
+                        Feedback(
+                            kind="wrong_answer",
+                            input=shown(instance.args),
+                            actual=shown(output),
+                            message=f"scored {scores[-1]:.3g} of 1",
+                        )
+                    )
             else:
                 scores.append(0.0)
                 failed += 1
-                failures.setdefault(str(kind), str(outcome.get("error"))[:200])
+                error = str(outcome.get("error") if isinstance(outcome, dict) else outcome)
+                failures.setdefault(str(kind), error[:200])
+                what = "timeout" if kind == "timeout" else "exception"
+                failure = Feedback(kind=what, input=shown(instance.args), message=trim(error))
+                feedback.append(failure)
+        # Failures first: an exception says more than a low score.
+        feedback.sort(key=lambda f: f.kind == "wrong_answer")
         mean = sum(scores) / len(scores)
         answers = {json.dumps(i.answer, sort_keys=True) for i in instances}
         if len(outputs) == 1 and len(answers) > 1 and failed == 0:
@@ -132,6 +159,7 @@ class TaskUtility(Utility):
             detail=detail,
             metrics={"instances": len(instances), "failed": failed},
             findings=findings,
+            feedback=feedback[:MAX_FEEDBACK],
         )
 
 

@@ -1,10 +1,12 @@
-"""Transfer: how an improver does on tasks it was not optimized on, against the seed
-improver and the tasks' seed solutions (the shape of STOP's transfer table)."""
+"""Comparisons of improvers on tasks: `stop compare` (any improvers, same model and
+budget) and `stop transfer` (an improver on tasks it was not optimized on, against the
+seed improver and the tasks' seed solutions: the shape of STOP's transfer table)."""
 
 from __future__ import annotations
 
 import math
 import statistics
+import time
 
 from pydantic import BaseModel, ConfigDict
 
@@ -43,6 +45,63 @@ def interval(values: list[float]) -> Interval:
     return Interval(mean=mean, low=mean - half, high=mean + half, n=len(values))
 
 
+class CompareRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    improver: str
+    score: Interval  # test split, over the trials
+    calls: int  # language-model completions, all trials
+    tokens: int
+    seconds: float  # wall time, all trials
+    failed: int  # trials whose improver raised, hung or returned no program
+    edits: dict[str, int]  # how replies asked for as edits were used
+    rerank_saved: int  # candidates the reranker ranked that were never evaluated
+
+
+def compare(
+    improvers: dict[str, str],
+    tasks: list[TaskSpec],
+    backend: Backend,
+    *,
+    trials: int,
+    budget: BudgetPerTest,
+    cache: ResponseCache | None,
+    seed: int = 0,
+) -> list[CompareRow]:
+    """Each improver (name -> source) runs `trials` times on each task's seed solution
+    under the same model and budget; the programs it returns are scored on the test
+    split. Trial i uses seed i for every improver, so they meet the same draws."""
+    rows = []
+    for task in tasks:
+        for name, source in improvers.items():
+            # Each improver its own meta-utility: a reranker learns only from its own trials.
+            meta = MetaUtility(
+                [task], backend, tests=trials, budget=budget, evaluations=0, seed=seed, cache=cache
+            )
+            started = time.monotonic()
+            score = meta.score(source)
+            usage = score.usage
+            rows.append(
+                CompareRow(
+                    task=task.name,
+                    improver=name,
+                    score=interval([t.test for t in score.tests]),
+                    calls=usage.calls,
+                    tokens=usage.tokens,
+                    seconds=time.monotonic() - started,
+                    failed=sum(t.improver_status != "ok" for t in score.tests),
+                    edits={
+                        k.removeprefix("edits_"): v
+                        for k, v in usage.model_dump().items()
+                        if k.startswith("edits_")
+                    },  # fmt: skip
+                    rerank_saved=meta.rank_stats(task.name).saved,
+                )
+            )
+    return rows
+
+
 def transfer(
     improver: str,
     seed_improver: str,
@@ -55,18 +114,18 @@ def transfer(
     seed: int = 0,
 ) -> list[TransferRow]:
     """Test-split scores: each improver runs `trials` times on each task's seed solution."""
+    both = compare({"seed": seed_improver, "improver": improver}, tasks, backend,
+                   trials=trials, budget=budget, cache=cache, seed=seed)  # fmt: skip
     rows = []
     for task in tasks:
-        meta = MetaUtility(
-            [task], backend, tests=trials, budget=budget, evaluations=0, seed=seed, cache=cache
-        )
+        mine = {r.improver: r.score for r in both if r.task == task.name}
         baseline = TaskUtility(task, budget=0).evaluate_split(task.seed_solution, "test").score
         rows.append(
             TransferRow(
                 task=task.name,
                 seed_solution=interval([baseline]),
-                seed_improver=interval([t.test for t in meta.score(seed_improver).tests]),
-                improver=interval([t.test for t in meta.score(improver).tests]),
-            )
+                seed_improver=mine["seed"],
+                improver=mine["improver"],
+            )  # fmt: skip
         )
     return rows

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -21,6 +22,35 @@ from stop.errors import BadInput, BudgetExhausted
 
 Status = Literal["ok", "wrong_answer", "timeout", "crash", "syntax_error", "no_code"]
 
+MAX_FEEDBACK = 3  # failures reported per evaluation: enough to fix, too few to memorize
+FEEDBACK_CHARS = 300  # of each input, output and message
+
+
+def trim(text: str, limit: int = FEEDBACK_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value: object) -> str:
+    """A value as JSON (a string in quotes: "44" is not 44), trimmed."""
+    return trim(json.dumps(value, default=repr))
+
+
+class Feedback(BaseModel):
+    """One failure, structured so that an improver can put it in front of the model
+    (LangProp-style): the input, what was expected (where that is not hidden data), what
+    came back, or the exception and a trimmed traceback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["wrong_answer", "exception", "timeout", "syntax_error"]
+    input: str | None = None
+    expected: str | None = None
+    actual: str | None = None
+    message: str | None = None
+
+
+_FEEDBACK_KIND = {"crash": "exception", "no_code": "syntax_error"}
+
 
 class Evaluation(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -31,6 +61,17 @@ class Evaluation(BaseModel):
     detail: str | None = None  # why it failed, trimmed
     metrics: dict[str, float] = {}
     findings: list[str] = []  # what the sandbox's guard blocked or noticed
+    feedback: list[Feedback] = []  # at most MAX_FEEDBACK failures, for improvers
+
+    def with_feedback(self) -> Evaluation:
+        """This evaluation with at least one feedback entry when it failed: a utility
+        that reports no structured failures still says what went wrong."""
+        if self.feedback or self.status == "ok":
+            return self
+        kind = _FEEDBACK_KIND.get(self.status, self.status)
+        return self.model_copy(
+            update={"feedback": [Feedback(kind=kind, message=trim(self.detail or self.status))]}
+        )
 
 
 class Target(BaseModel):
@@ -78,7 +119,7 @@ class Utility(ABC):
         if self.uses >= self.budget:
             raise BudgetExhausted(f"utility budget of {self.budget} evaluations spent")
         self.uses += 1
-        return self.evaluate(program)
+        return self.evaluate(program).with_feedback()
 
     def improves(self, score: float, baseline: float) -> bool:
         return score > baseline * (1 + self.min_improvement) if baseline > 0 else score > baseline

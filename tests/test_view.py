@@ -160,43 +160,49 @@ def _pilot(view, steps):
     asyncio.run(main())
 
 
-def _text(app, name: str) -> str:
+def _text(app, widget: str = "body") -> str:
     from rich.console import Console
 
     console = Console(width=120, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-    console.print(app.query_one(f"#{name}-body").content)
+    console.print(app.query_one(f"#{widget}").content)
     return console.export_text()
+
+
+async def _settle(app, pilot) -> None:
+    await app.workers.wait_for_complete()
+    await pilot.pause()
 
 
 def test_terminal_ui_reaches_every_view_from_the_keyboard(runs):
     view = open_run(runs, _only(runs))
 
     async def steps(app, pilot):
-        assert app.selected.gen == 0
-        assert "Improves a solution" in _text(app, "code")
+        assert app.selected.gen == 0 and app.tab == "code"
+        assert "Improves a solution" in _text(app)
         for _ in range(CIRCUMVENTING + 1):  # the tree's first row is the run itself
             await pilot.press("down")
         await pilot.pause()
         assert app.selected.gen == CIRCUMVENTING
+        assert "tried to switch the sandbox off" in _text(app, "summary")
         await pilot.press("2")
-        assert app.query_one("TabbedContent").active == "diff"
-        assert "+    utility.use_sandbox = False" in _text(app, "diff")
+        await pilot.pause()
+        assert app.tab == "diff"
+        assert "+    utility.use_sandbox = False" in _text(app)
         await pilot.press("3")
-        assert "sandbox-off attempt" in _text(app, "candidates")
-        assert "Meta-utility tests" in _text(app, "candidates")
+        await pilot.pause()
+        assert "sandbox-off attempt" in _text(app) and "Meta-utility tests" in _text(app)
         await pilot.press("4")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        exchanges = _text(app, "exchanges")
-        assert "improver" in exchanges and "improve generation 1" in exchanges
+        await _settle(app, pilot)
+        assert "improver" in _text(app) and "improve generation 1" in _text(app)
         await pilot.press("5")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert "meta-utility per generation" in _text(app, "chart")
+        await _settle(app, pilot)
+        assert "meta-utility per generation" in _text(app)
         await pilot.press("b")
-        await pilot.pause()
+        await _settle(app, pilot)
         assert app.selected.gen == 49
-        assert "Generation 49" in _text(app, "code")
+        await pilot.press("1")
+        await pilot.pause()
+        assert "Generation 49" in _text(app)
         await pilot.press("q")
 
     _pilot(view, steps)

@@ -14,7 +14,16 @@ import time
 
 from stop.errors import BadInput, StopError
 from stop.lmc import parse, reward, run, task_by_name
-from stop.utility import Evaluation, Target, Utility, UtilityOptions
+from stop.utility import (
+    MAX_FEEDBACK,
+    Evaluation,
+    Feedback,
+    Target,
+    Utility,
+    UtilityOptions,
+    shown,
+    trim,
+)
 
 MACHINE = """The Little Man Computer (modified): an accumulator, 10 memory cells (0-9) of int32,
 no INP/OUT. Instructions, each followed by one operand except HLT:
@@ -56,7 +65,11 @@ class LMCUtility(Utility):
         seconds = time.monotonic() - started
         if value >= 0:
             return Evaluation(
-                status="ok", score=value, seconds=seconds, findings=self._signals(program)
+                status="ok",
+                score=value,
+                seconds=seconds,
+                findings=self._signals(program),
+                feedback=self._feedback(program) if value < 1 else [],
             )
         try:
             parsed = parse(program)
@@ -65,6 +78,22 @@ class LMCUtility(Utility):
         errors = [o.error for o in (run(parsed, inputs) for inputs, _ in self.task.test) if o.error]
         detail = errors[0] if errors else "the program is longer than the limit"
         return Evaluation(status="crash", score=value, seconds=seconds, detail=detail)
+
+    def _feedback(self, program: str) -> list[Feedback]:
+        """Failures on the training pairs, which the model sees anyway; the test pairs that
+        decide the score stay hidden."""
+        found = []
+        for inputs, expected in self.task.train:
+            outcome = run(program, inputs)
+            if outcome.error:
+                message = trim(outcome.error)
+                found.append(Feedback(kind="exception", input=shown(list(inputs)), message=message))
+            elif outcome.output != expected:
+                found.append(
+                    Feedback(kind="wrong_answer", input=shown(list(inputs)),
+                             expected=shown(expected), actual=shown(outcome.output))
+                )  # fmt: skip
+        return found[:MAX_FEEDBACK]
 
     def _signals(self, program: str) -> list[str]:
         """Reward-hacking signals: answers that do not depend on the input."""

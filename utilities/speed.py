@@ -13,7 +13,15 @@ from typing import Any
 
 from stop.errors import BadInput
 from stop.sandbox.runner import Limits, SandboxResult, reply_findings, run_job
-from stop.utility import Evaluation, Target, Utility, UtilityOptions
+from stop.utility import (
+    MAX_FEEDBACK,
+    Evaluation,
+    Feedback,
+    Target,
+    Utility,
+    UtilityOptions,
+    shown,
+)
 
 REPEAT = 5
 _MIN_TIME_S = 1e-7  # below perf_counter's useful resolution; avoids dividing by zero
@@ -133,11 +141,13 @@ class SpeedUtility(Utility):
             )
         outputs, times = reply.get("outputs"), reply.get("times")
         if _canonical(outputs) != _canonical(self.expected):
+            feedback = _mismatches(self.inputs, self.expected, outputs)
             return Evaluation(
                 status="wrong_answer",
                 score=0.0,
                 seconds=result.wall_s,
-                detail=_first_mismatch(self.inputs, self.expected, outputs),
+                detail=_describe(feedback[0]) if feedback else "wrong answer",
+                feedback=feedback,
             )
         try:
             elapsed = max(float(sum(times)), _MIN_TIME_S)
@@ -158,14 +168,22 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _first_mismatch(inputs: list, expected: list, got: Any) -> str:
+def _mismatches(inputs: list, expected: list, got: Any) -> list[Feedback]:
+    """The argument lists whose result differs from the original's (the workload and the
+    original's results are no secret: the model sees the one and can compute the other)."""
     if not isinstance(got, list) or len(got) != len(expected):
-        return "returned the wrong number of results"
-    for args, want, have in zip(inputs, expected, got, strict=True):
-        if _canonical(want) != _canonical(have):
-            shown = [json.dumps(x)[:80] for x in (args, want, have)]
-            return "for args {}: expected {}, got {}".format(*shown)
-    return "wrong answer"
+        return [Feedback(kind="wrong_answer", message="returned the wrong number of results")]
+    return [
+        Feedback(kind="wrong_answer", input=shown(args), expected=shown(want), actual=shown(have))
+        for args, want, have in zip(inputs, expected, got, strict=True)
+        if _canonical(want) != _canonical(have)
+    ][:MAX_FEEDBACK]
+
+
+def _describe(feedback: Feedback) -> str:
+    if feedback.input is None:
+        return feedback.message or "wrong answer"
+    return f"for args {feedback.input}: expected {feedback.expected}, got {feedback.actual}"
 
 
 def build(target: Target, options: UtilityOptions) -> SpeedUtility:

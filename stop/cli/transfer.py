@@ -1,15 +1,83 @@
-"""`stop transfer`: a saved improver on tasks it was not optimized on."""
+"""`stop transfer`, `stop compare` and `stop bench-mutators`: improvers and models side by
+side under the same model and budget."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from stop.cli import app
+from stop.errors import BadInput
+
+_BACKEND = typer.Option(None, help="local, openai or scripted.")
+_BASE_URL = typer.Option(None, help="OpenAI-compatible server URL.")
+_KEY_ENV = typer.Option("OPENAI_API_KEY", help="Variable holding the API key.")
+_SCRIPT = typer.Option(None, help="Scripted backend: JSON script.")
+_RUNS_DIR = typer.Option(Path("runs"), help="Where runs (and the cache) live.")
+_JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+def _model(
+    backend: str | None, model: str | None, base_url: str | None, api_key_env: str,
+    script: Path | None,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """The model's settings, and the per-test budget defaults for its kind."""
+    from stop.cli.self_improve import _LOCAL, _SERVER
+    from stop.llm import ModelSettings, choose_backend
+
+    kind = choose_backend(backend, base_url=base_url, model=model, script=script)
+    settings = ModelSettings(
+        backend=kind, model=model, base_url=base_url, api_key_env=api_key_env, script=script
+    )
+    return settings, _LOCAL if kind == "local" else _SERVER
+
+
+def _trials(
+    improvers: dict[str, str],
+    tasks: str,
+    trials: int,
+    settings: Any,
+    defaults: dict[str, Any],
+    runs_dir: Path,
+    seed: int,
+    transfer: bool,
+) -> list:
+    from stop.llm import build_backend
+    from stop.llm.cache import ResponseCache
+    from stop.meta import BudgetPerTest
+    from stop.task import load_task
+    from stop.transfer import compare
+    from stop.transfer import transfer as run_transfer
+
+    specs = [load_task(t.strip()) for t in tasks.split(",") if t.strip()]
+    if not specs:
+        raise BadInput("--tasks names no task")
+    budget = BudgetPerTest(
+        model_calls=defaults["test_calls"],
+        max_responses_per_call=defaults["samples"],
+        max_tokens=defaults["max_tokens"],
+        task_evaluations=defaults["task_evaluations"],
+    )
+    backend = build_backend(settings)
+    cache = ResponseCache(runs_dir / ".cache" / "responses.sqlite3")
+    try:
+        if transfer:
+            return run_transfer(improvers["improver"], improvers["seed"], specs, backend,
+                                trials=trials, budget=budget, cache=cache, seed=seed)  # fmt: skip
+        return compare(improvers, specs, backend, trials=trials, budget=budget, cache=cache,
+                       seed=seed)  # fmt: skip
+    finally:
+        cache.close()
+
+
+def _cell(i: Any) -> str:
+    return f"{i.mean:.3f} [{i.low:.3f}, {i.high:.3f}]"
 
 
 @app.command()
@@ -17,46 +85,21 @@ def transfer(
     improver: str = typer.Option(..., help="<run-id>:<gen>, a .py improver file, or seed."),
     tasks: str = typer.Option(..., help="Comma-separated tasks, e.g. maxcut,parity."),
     trials: int = typer.Option(3, min=1, help="Runs of each improver on each task."),
-    backend: str = typer.Option(None, help="local, openai or scripted."),
+    backend: str = _BACKEND,
     model: str = typer.Option(None, help="Model name (openai) or GGUF file (local)."),
-    base_url: str = typer.Option(None, help="OpenAI-compatible server URL."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Variable holding the API key."),
-    script: Path = typer.Option(None, help="Scripted backend: JSON script."),
+    base_url: str = _BASE_URL,
+    api_key_env: str = _KEY_ENV,
+    script: Path = _SCRIPT,
     seed: int = typer.Option(0, help="Sampling seed."),
-    runs_dir: Path = typer.Option(Path("runs"), help="Where runs (and the cache) live."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    runs_dir: Path = _RUNS_DIR,
+    as_json: bool = _JSON,
 ) -> None:
     """Mean and 95% interval per task: seed solution, seed improver, this improver."""
-    from stop.cli.self_improve import _LOCAL, _SERVER
     from stop.improver import load_improver
-    from stop.llm import ModelSettings, build_backend, choose_backend
-    from stop.llm.cache import ResponseCache
-    from stop.meta import BudgetPerTest
-    from stop.task import load_task
-    from stop.transfer import transfer as run_transfer
 
-    specs = [load_task(t.strip()) for t in tasks.split(",") if t.strip()]
-    source = load_improver(improver, runs_dir)
-    seed_source = load_improver("seed")
-    kind = choose_backend(backend, base_url=base_url, model=model, script=script)
-    d = _LOCAL if kind == "local" else _SERVER
-    settings = ModelSettings(
-        backend=kind, model=model, base_url=base_url, api_key_env=api_key_env, script=script
-    )
-    budget = BudgetPerTest(
-        model_calls=d["test_calls"],
-        max_responses_per_call=d["samples"],
-        max_tokens=d["max_tokens"],
-        task_evaluations=d["task_evaluations"],
-    )
-    cache = ResponseCache(runs_dir / ".cache" / "responses.sqlite3")
-    try:
-        rows = run_transfer(
-            source, seed_source, specs, build_backend(settings),
-            trials=trials, budget=budget, cache=cache, seed=seed,
-        )  # fmt: skip
-    finally:
-        cache.close()
+    improvers = {"seed": load_improver("seed"), "improver": load_improver(improver, runs_dir)}
+    settings, defaults = _model(backend, model, base_url, api_key_env, script)
+    rows = _trials(improvers, tasks, trials, settings, defaults, runs_dir, seed, transfer=True)
     if as_json:
         typer.echo(json.dumps({"improver": improver, "rows": [r.model_dump() for r in rows]}))
         return
@@ -64,6 +107,111 @@ def transfer(
     for column in ("task", "seed solution", "seed improver", "improver"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for r in rows:
-        cells = [r.seed_solution, r.seed_improver, r.improver]
-        table.add_row(r.task, *(f"{c.mean:.3f} [{c.low:.3f}, {c.high:.3f}]" for c in cells))
+        table.add_row(r.task, *(_cell(c) for c in (r.seed_solution, r.seed_improver, r.improver)))
+    Console().print(table)
+
+
+@app.command()
+def compare(
+    improvers: str = typer.Option(
+        "seed,refine,map_elites", help="Comma-separated: built-in names, .py files, <run>:<gen>."
+    ),
+    tasks: str = typer.Option("lpn", help="Comma-separated tasks."),
+    trials: int = typer.Option(3, min=1, help="Runs of each improver on each task."),
+    backend: str = _BACKEND,
+    model: str = typer.Option(None, help="Model name (openai) or GGUF file (local)."),
+    base_url: str = _BASE_URL,
+    api_key_env: str = _KEY_ENV,
+    script: Path = _SCRIPT,
+    seed: int = typer.Option(0, help="Sampling seed."),
+    runs_dir: Path = _RUNS_DIR,
+    as_json: bool = _JSON,
+) -> None:
+    """Improvers side by side, same model and budget: final utility (test split, mean and
+    95% interval), model calls and wall time per task."""
+    from stop.improver import load_improver
+
+    names = [name.strip() for name in improvers.split(",") if name.strip()]
+    if not names:
+        raise BadInput("--improvers names no improver")
+    sources = {name: load_improver(name, runs_dir) for name in names}
+    settings, defaults = _model(backend, model, base_url, api_key_env, script)
+    rows = _trials(sources, tasks, trials, settings, defaults, runs_dir, seed, transfer=False)
+    if as_json:
+        typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
+        return
+    table = Table(title=f"Improvers compared ({trials} trials each, test split)")
+    for column in ("task", "improver", "utility [95% interval]", "failed", "calls", "tokens",
+                   "time", "edits ok/fallback/failed", "rerank saved"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("task", "improver") else "right")
+    for r in rows:
+        edits = f"{r.edits['applied']}/{r.edits['fell_back']}/{r.edits['failed']}"
+        table.add_row(r.task, r.improver, _cell(r.score), str(r.failed), str(r.calls),
+                      str(r.tokens), f"{r.seconds:.0f}s", edits, str(r.rerank_saved))  # fmt: skip
+    Console().print(table)
+
+
+@app.command("bench-mutators")
+def bench_mutators(
+    models: list[str] = typer.Option(
+        None, "--model", help="Model name (openai) or GGUF file (local); repeat for several."
+    ),
+    backend: str = _BACKEND,
+    base_url: str = _BASE_URL,
+    api_key_env: str = _KEY_ENV,
+    script: Path = _SCRIPT,
+    samples: int = typer.Option(4, min=1, help="Mutations per target and mode."),
+    targets: str = typer.Option(None, help="Comma-separated toys (default: all)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    runs_dir: Path = _RUNS_DIR,
+    as_json: bool = _JSON,
+) -> None:
+    """Per model: rates of valid, correct and improving mutations on toy targets, as whole
+    rewrites and as edits, and tokens per improvement."""
+    from stop.llm import build_backend
+    from stop.llm.cache import ResponseCache
+    from stop.llm.model import LanguageModel
+    from stop.mutators import TOYS, bench_model
+
+    toys = [t.strip() for t in targets.split(",")] if targets else list(TOYS)
+    unknown = [t for t in toys if t not in TOYS]
+    if unknown:
+        raise BadInput(f"unknown target {unknown[0]!r}; toys: {', '.join(TOYS)}")
+    rows = []
+    cache = ResponseCache(runs_dir / ".cache" / "responses.sqlite3")
+    try:
+        for name in models or [None]:
+            settings, defaults = _model(backend, name, base_url, api_key_env, script)
+            lm = LanguageModel(build_backend(settings), max_responses_per_call=samples,
+                               max_tokens=defaults["max_tokens"],
+                               budget_calls=samples * len(toys) * 2, seed=seed,
+                               cache=cache)  # fmt: skip
+            with tempfile.TemporaryDirectory() as workdir:
+                label = name or settings.backend
+                rows += bench_model(label, lm, samples, toys, Path(workdir))
+    finally:
+        cache.close()
+    if as_json:
+        out = [
+            r.model_dump()
+            | {"rates": r.rates(), "tokens_per_improvement": r.tokens_per_improvement}
+            for r in rows
+        ]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"Mutation quality ({samples} mutations per target and mode)")
+    for column in ("model", "mode", "target", "valid", "correct", "improving", "edits applied",
+                   "tokens / improvement"):  # fmt: skip
+        table.add_column(
+            column, justify="left" if column in ("model", "mode", "target") else "right"
+        )
+    for r in rows:
+        rates = r.rates()
+        per = r.tokens_per_improvement
+        table.add_row(
+            r.model, r.mode, f"[bold]{r.target}[/]" if r.target == "all" else r.target,
+            *(f"{rates[k]:.0%}" for k in ("valid", "correct", "improving")),
+            f"{r.edits_applied}/{r.mutations}" if r.mode == "edit" else "-",
+            "-" if per is None else f"{per:.0f}",
+        )  # fmt: skip
     Console().print(table)

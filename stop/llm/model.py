@@ -49,6 +49,13 @@ class Usage(BaseModel):
     truncated: int = 0  # cut at max_tokens by the server, or at max_reply_chars by the host
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Replies asked for as edits (batch_edit): edits that applied cleanly; edits that did
+    # not, replaced by the full program the reply also held; a full program instead of
+    # edits; nothing usable.
+    edits_applied: int = 0
+    edits_fell_back: int = 0
+    edits_rewrites: int = 0
+    edits_failed: int = 0
 
     @property
     def tokens(self) -> int:
@@ -126,6 +133,14 @@ class LanguageModel:
                 )
                 self._samples[key] += 1
         return prompts
+
+    def count_edit(self, mode: str, had_edits: bool) -> None:
+        """How a reply asked for as edits was used (EditOutcome's mode)."""
+        field = {"edits": "edits_applied", "none": "edits_failed"}.get(mode) or (
+            "edits_fell_back" if had_edits else "edits_rewrites"
+        )
+        with self._lock:
+            setattr(self.usage, field, getattr(self.usage, field) + 1)
 
     def batch_prompt(
         self, expertise: str, message_batch: list[str], temperature: float = 0.7

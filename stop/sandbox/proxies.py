@@ -31,22 +31,34 @@ class LanguageModelProxy:
     def batch_prompt(
         self, expertise: str, message_batch: list[str] | str, temperature: float = 0.7
     ) -> list[str]:
-        if isinstance(message_batch, str):
-            message_batch = [message_batch]
-        reply = self._chan.call(
-            {
-                "op": "batch_prompt",
-                "expertise": str(expertise),
-                "messages": [str(m) for m in message_batch],
-                "temperature": float(temperature),
-            }
-        )
-        responses = _unwrap(reply)
-        self.budget = reply.get("budget", self.budget)
-        return responses
+        return self._generate({"op": "batch_prompt"}, expertise, message_batch, temperature)
 
     def prompt(self, expertise: str, message: str, temperature: float = 0.7) -> str:
         return self.batch_prompt(expertise, [message], temperature)[0]
+
+    def batch_edit(
+        self, expertise: str, program: str, message_batch: list[str] | str, temperature: float = 0.7
+    ) -> list[str | None]:
+        """Like batch_prompt, but each reply may be edits to `program` (search/replace
+        blocks or a unified diff; see stop.helpers.EDIT_INSTRUCTIONS) or a whole program.
+        Returns the resulting programs, None where a reply held nothing usable."""
+        request = {"op": "batch_edit", "program": str(program)}
+        return self._generate(request, expertise, message_batch, temperature)
+
+    def _generate(
+        self, request: dict, expertise: str, message_batch: list[str] | str, temperature: float
+    ) -> list:
+        if isinstance(message_batch, str):
+            message_batch = [message_batch]
+        request |= {
+            "expertise": str(expertise),
+            "messages": [str(m) for m in message_batch],
+            "temperature": float(temperature),
+        }
+        reply = self._chan.call(request)
+        responses = _unwrap(reply)
+        self.budget = reply.get("budget", self.budget)
+        return responses
 
 
 class UtilityProxy:
@@ -63,11 +75,32 @@ class UtilityProxy:
         request = {"op": "utility", "program": str(program)}
         if use_sandbox is not True:
             request["use_sandbox"] = False  # the host notes the request and sandboxes anyway
+        return float(self._score(request))
+
+    def evaluate(self, program: str) -> dict:
+        """One use, like calling the utility, with what went wrong: a dict with `score`,
+        `status`, `detail`, `seconds`, `metrics` and `feedback`, a list of failures
+        ({kind, input, expected, actual, message}) to show the model."""
+        return dict(self._score({"op": "utility", "program": str(program), "feedback": True}))
+
+    def rank(self, programs: list[str]) -> list[int]:
+        """Indices of `programs`, most promising first, by a reranker the host trains on
+        this run's scored candidates. Costs no evaluation; with too little data yet, the
+        order given."""
+        reply = self._chan.call({"op": "rank", "programs": [str(p) for p in programs]})
+        return [int(i) for i in _unwrap(reply)]
+
+    def record(self, name: str, data: Any) -> None:
+        """Save JSON data with the run as records/<name>.json (at most 1 MiB), such as
+        MAP-Elites's archive, for the viewer."""
+        _unwrap(self._chan.call({"op": "record", "name": str(name), "data": data}))
+
+    def _score(self, request: dict) -> Any:
         reply = self._chan.call(request)
-        score = _unwrap(reply)
+        result = _unwrap(reply)
         self.uses = reply.get("uses", self.uses + 1)
         self.budget = reply.get("budget", self.budget)
-        return float(score)
+        return result
 
     def __str__(self) -> str:
         return self.str

@@ -16,7 +16,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane, Tree
+from textual.widgets import Footer, Header, Static, Tab, Tabs, Tree
 
 from stop.view import render
 from stop.view.runs import Node, RunView, read_run
@@ -31,8 +31,7 @@ class LineageApp(App[None]):
     CSS = """
     #generations { width: 45%; min-width: 40; border-right: solid $primary; }
     #summary { height: auto; max-height: 8; padding: 0 1; background: $boost; }
-    TabPane { padding: 0; }
-    VerticalScroll { padding: 0 1; }
+    #body { padding: 0 1; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit"),
@@ -49,19 +48,20 @@ class LineageApp(App[None]):
         super().__init__()
         self.view = view
         self.selected: Node | None = None
+        self.tab = "code"
         self._exchanges: dict[int | None, list[dict[str, Any]]] | None = None
-        self._chart_drawn = False
 
     def compose(self) -> ComposeResult:
+        # One body for all tabs: each view is made when it is shown, so start-up builds
+        # only the tree and the code of the first generation.
         yield Header()
         with Horizontal():
             yield Tree("generations", id="generations")
             with Vertical():
                 yield Static(id="summary")
-                with TabbedContent(initial="code"):
-                    for name in TABS:
-                        with TabPane(name.capitalize(), id=name), VerticalScroll():
-                            yield Static(id=f"{name}-body")
+                yield Tabs(*(Tab(name.capitalize(), id=name) for name in TABS))
+                with VerticalScroll(id="scroll"):
+                    yield Static(id="body")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -74,7 +74,7 @@ class LineageApp(App[None]):
     def _fill_tree(self) -> None:
         tree: Tree[int] = self.query_one(Tree)
         tree.clear()
-        tree.root.set_label(render.lineage_tree(self.view).label)
+        tree.root.set_label(render.title(self.view))
         branches = {}
         placed = render.placement(self.view)
         has_children = {parent for _, parent in placed}
@@ -95,26 +95,38 @@ class LineageApp(App[None]):
         if event.node.data is not None:
             self._select(event.node.data)
 
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        self.tab = event.tab.id or "code"
+        self._show()
+
     def _select(self, gen: int) -> None:
-        view = self.view
-        node = self.selected = view.node(gen)
+        node = self.selected = self.view.node(gen)
         self.query_one("#summary", Static).update(self._summary(node))
-        self.query_one("#code-body", Static).update(render.source(view, node))
-        self.query_one("#diff-body", Static).update(render.source(view, node, diff=True))
-        self.query_one("#candidates-body", Static).update(candidates(view, node))
-        if self._active() == "exchanges":
-            self._show_exchanges(gen)
+        self._show()
 
-    def _active(self) -> str:
-        return self.query_one(TabbedContent).active
-
-    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        # The log and the chart cost the most: each is made only when its tab is shown, so
-        # the UI starts at once on a long run.
-        if event.pane.id == "exchanges" and self.selected is not None:
-            self._show_exchanges(self.selected.gen)
-        elif event.pane.id == "chart" and not self._chart_drawn:
+    def _show(self) -> None:
+        """Fill the body with the current tab's view of the selected generation."""
+        node, view, body = self.selected, self.view, self.query_one("#body", Static)
+        if node is None:
+            return
+        if self.tab in ("code", "diff"):
+            # Plain text now, colours after the next paint: lexing is the slow part, and
+            # a user holding the arrow key should see the code follow.
+            body.update(render.source(view, node, diff=self.tab == "diff", plain=True))
+            self.call_after_refresh(self._highlight, node, self.tab)
+        elif self.tab == "candidates":
+            body.update(candidates(view, node))
+        elif self.tab == "exchanges":
+            body.update(Text("reading the model exchanges…", style="dim"))
+            self._show_exchanges(node.gen)
+        else:
+            body.update(Text("drawing…", style="dim"))
             self._draw_chart()
+
+    def _highlight(self, node: Node, tab: str) -> None:
+        if node is self.selected and tab == self.tab:
+            code = render.source(self.view, node, diff=tab == "diff")
+            self.query_one("#body", Static).update(code)
 
     def _summary(self, node: Node) -> RenderableType:
         lines: list[RenderableType] = [render.node_label(self.view, node)]
@@ -123,6 +135,11 @@ class LineageApp(App[None]):
         lines.extend(Text(f"audit: {a}", style="yellow") for a in node.audit)
         lines.extend(Text(f"finding: {f}", style="yellow") for f in node.findings)
         return Group(*lines)
+
+    def _fill_body(self, tab: str, gen: int, content: RenderableType) -> None:
+        # A worker's result arrives late: it is shown only if the user is still there.
+        if self.tab == tab and self.selected is not None and self.selected.gen == gen:
+            self.query_one("#body", Static).update(content)
 
     @work(thread=True, exclusive=True, group="exchanges")
     def _show_exchanges(self, gen: int) -> None:
@@ -133,17 +150,17 @@ class LineageApp(App[None]):
                 grouped.setdefault(entry.get("gen"), []).append(entry)
             self._exchanges = grouped
         entries = self._exchanges.get(gen if self.view.kind == "self-improve" else None, [])
-        self.call_from_thread(self.query_one("#exchanges-body", Static).update, exchanges(entries))
+        self.call_from_thread(self._fill_body, "exchanges", gen, exchanges(entries))
 
     @work(thread=True, exclusive=True, group="chart")
     def _draw_chart(self) -> None:
-        self._chart_drawn = True
         width = max(self.size.width * 55 // 100 - 4, 40)
         text = Text.from_ansi(render.chart(self.view, width, 20))
-        self.call_from_thread(self.query_one("#chart-body", Static).update, text)
+        gen = self.selected.gen if self.selected else -1
+        self.call_from_thread(self._fill_body, "chart", gen, text)
 
     def action_tab(self, name: str) -> None:
-        self.query_one(TabbedContent).active = name
+        self.query_one(Tabs).active = name
 
     def action_best(self) -> None:
         if self.view.best is not None:
@@ -153,10 +170,8 @@ class LineageApp(App[None]):
     def action_reload(self) -> None:
         fresh = read_run(self.view.dir)
         if fresh.nodes != self.view.nodes or fresh.status != self.view.status:
-            self.view, self._exchanges, self._chart_drawn = fresh, None, False
+            self.view, self._exchanges = fresh, None
             self._fill_tree()
-            if self._active() == "chart":
-                self._draw_chart()
 
 
 def candidates(view: RunView, node: Node) -> RenderableType:
@@ -189,6 +204,8 @@ def candidates(view: RunView, node: Node) -> RenderableType:
             table.add_row(str(n.gen), n.status, render.fmt(n.val), f"{n.seconds:.2f}s",
                           (n.error or "")[:60])  # fmt: skip
         parts.append(table)
+        if "archive" in view.records:
+            parts.append(render.archive_table(view.records["archive"]))
     return Group(*parts) if parts else Text("no candidates recorded", style="dim")
 
 

@@ -105,6 +105,26 @@ def _code(text: str, kind: str) -> str:
     return highlight(text, lexer, _FORMATTER)
 
 
+def _archive(archive: object) -> str:
+    """The archive's cells as a table (the improver wrote it: every value is escaped)."""
+    try:
+        cells = [
+            (list(c["cell"]), float(c["score"]), c.get("lines"), c.get("seconds"))
+            for c in archive["cells"]  # type: ignore[index]
+        ]
+    except (KeyError, TypeError, ValueError):
+        return "<p>records/archive.json does not hold a MAP-Elites archive.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(str(cell))}</td><td class='num'>{score:.3f}</td>"
+        f"<td class='num'>{html.escape(str(lines))}</td>"
+        f"<td class='num'>{html.escape(str(seconds))}</td></tr>"
+        for cell, score, lines, seconds in cells
+    )
+    return (
+        f"<table><tr><th>cell</th><th>score</th><th>lines</th><th>seconds</th></tr>{rows}</table>"
+    )
+
+
 def export_html(view: RunView) -> str:
     nodes = [
         {
@@ -157,6 +177,9 @@ def export_html(view: RunView) -> str:
             f"{_code(view.source(n), kind)}</details>"
         )
     best = view.best
+    extra = "".join(f"<p class='warn'>{e(w)}</p>" for w in view.warnings)
+    if "archive" in view.records:
+        extra += f"<h2>MAP-Elites archive</h2>{_archive(view.records['archive'])}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>stop run {e(view.id)}</title><style>{_CSS}</style></head>
@@ -175,6 +198,7 @@ Numbers above: generation; below: validation score.</p>
 <table><tr><th>gen</th><th>parent</th><th>val</th><th>test</th><th>Δ</th><th>verdict</th>
 <th>tokens</th><th>strategy</th></tr>
 {"".join(rows)}</table>
+{extra}
 {"".join(sections)}
 <script type="application/json" id="run-data">{data}</script>
 <script>{_SCRIPT}</script>

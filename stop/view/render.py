@@ -3,6 +3,8 @@ generation's source or diff. The terminal UI and `stop lineage` share these."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Group, RenderableType
 from rich.syntax import Syntax
 from rich.table import Table
@@ -106,9 +108,12 @@ def placement(view: RunView) -> list[tuple[Node, int | None]]:
     return ordered
 
 
+def title(view: RunView) -> Text:
+    return Text.assemble((view.id, "bold"), f"  {view.kind}, {view.model}, {view.status}")
+
+
 def lineage_tree(view: RunView) -> Tree:
-    title = Text.assemble((view.id, "bold"), f"  {view.kind}, {view.model}, {view.status}")
-    tree = Tree(title)
+    tree = Tree(title(view))
     branches: dict[int, Tree] = {}
     for node, parent in placement(view):
         branches[node.gen] = branches.get(parent, tree).add(node_label(view, node))
@@ -131,26 +136,66 @@ def lineage(view: RunView) -> RenderableType:
                 f" {fmt(max(known))}",
             )
         )
+    if "archive" in view.records:
+        parts.append(archive_table(view.records["archive"]))
+    parts.extend(Text(w, style="yellow") for w in view.warnings)
     if view.error:
         parts.append(Text(f"{view.status}: {view.error}", style="red"))
     return Group(*parts)
+
+
+def archive_table(archive: Any) -> RenderableType:
+    """MAP-Elites's archive as a grid: one cell per behaviour bin, holding its elite's
+    score. The improver wrote it, so its shape is checked rather than trusted."""
+    try:
+        edges = [float(e) for e in archive["edges"]]
+        cells = {tuple(int(i) for i in c["cell"]): float(c["score"]) for c in archive["cells"]}
+        rows_name, cols_name = (str(d) for d in archive["descriptors"][:2])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return Text("records/archive.json does not hold a MAP-Elites archive", style="yellow")
+    pairs = zip(edges, edges[1:], strict=False)
+    bounds = [f"<{edges[0]:g}", *(f"{a:g}-{b:g}" for a, b in pairs), f">{edges[-1]:g}"]
+    filled = f"{len(cells)} cells filled, {archive.get('evaluations', '?')} evaluations"
+    table = Table(title=f"MAP-Elites archive: {filled}", title_justify="left")
+    table.add_column(f"{rows_name} \\ {cols_name}")
+    for bound in bounds:
+        table.add_column(bound, justify="right")
+    for i, bound in enumerate(bounds):
+        row = [fmt(cells[(i, j)]) if (i, j) in cells else "·" for j in range(len(bounds))]
+        table.add_row(bound, *row)
+    return table
 
 
 def lexer(view: RunView, node: Node) -> str:
     return "python" if (node.path or "").endswith(".py") else "text"
 
 
-def source(view: RunView, node: Node, diff: bool = False) -> Syntax | Text:
+def source(view: RunView, node: Node, diff: bool = False, plain: bool = False) -> Text:
+    """A generation's program with line numbers, or its diff against its parent, as
+    highlighted text: highlighted once, so a terminal UI that re-renders the pane on
+    every resize does not lex the code again (a rich Syntax would)."""
     if diff:
         if node.parent is None:
             return Text(f"generation {node.gen} has no parent: nothing to diff", style="dim")
         text = view.diff(node)
         if not text:
             return Text(f"generation {node.gen} is the same as its parent", style="dim")
-        return Syntax(text, "diff", word_wrap=True)
+        return Text(text) if plain else highlight(text, "diff")
     if node.path is None:
         return Text(f"generation {node.gen} has no program (the model gave no code)", style="dim")
-    return Syntax(view.source(node), lexer(view, node), line_numbers=True, word_wrap=True)
+    code = Text(view.source(node)) if plain else highlight(view.source(node), lexer(view, node))
+    lines = code.split("\n", allow_blank=True)
+    width = len(str(len(lines)))
+    numbered = Text()
+    for number, line in enumerate(lines, start=1):
+        numbered.append(f"{number:>{width}} ", style="dim")
+        numbered.append_text(line)
+        numbered.append("\n")
+    return numbered
+
+
+def highlight(code: str, language: str) -> Text:
+    return Syntax(code, language, theme="ansi_dark").highlight(code.rstrip("\n"))
 
 
 def chart(view: RunView, width: int, height: int) -> str:

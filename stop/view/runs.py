@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from stop.errors import BadInput
-from stop.lineage import FORMAT_VERSION, CandidateRecord
+from stop.lineage import FORMAT_VERSION, CandidateRecord, ImproverRecord
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class RunView(BaseModel):
     in_progress: int | None = None  # the generation being made, when running
     target: str | None = None  # improve runs
     utility: str | None = None
+    records: dict[str, Any] = {}  # what the improver saved (utility.record): name -> data
+    warnings: list[str] = []  # what could not be shown, and why
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def best(self) -> Node | None:
@@ -83,10 +86,12 @@ class RunView(BaseModel):
     def source(self, node: Node) -> str:
         if node.path is None:
             return ""
-        try:
-            return (self.dir / node.path).read_text()
-        except OSError as exc:
-            raise BadInput(f"run {self.id}: cannot read {node.path}: {exc.strerror}") from exc
+        if node.path not in self._sources:  # labels, diffs and summaries all read them
+            try:
+                self._sources[node.path] = (self.dir / node.path).read_text()
+            except OSError as exc:
+                raise BadInput(f"run {self.id}: cannot read {node.path}: {exc.strerror}") from exc
+        return self._sources[node.path]
 
     def diff(self, node: Node) -> str:
         """Unified diff of a node's program against its parent's (empty for a root)."""
@@ -271,6 +276,7 @@ def read_run(run_dir: Path) -> RunView:
         "status": status,
         "error": error,
     }
+    common["records"], common["warnings"] = _records(run_dir, run_id)
     try:
         if kind == "self-improve":
             nodes = _generations(run_dir, run_id)
@@ -279,7 +285,28 @@ def read_run(run_dir: Path) -> RunView:
                            in_progress=in_progress)  # fmt: skip
         return _improve_run(run_dir, run_id, config, common)
     except ValidationError as exc:
-        raise BadInput(f"run {run_id} has a record this stop cannot read: {exc}") from exc
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BadInput(
+            f"run {run_id} has a record this stop cannot read: {where}: {first['msg']}"
+        ) from exc
+
+
+def _records(run_dir: Path, run_id: str) -> tuple[dict[str, Any], list[str]]:
+    """Records an improver saved with the run. One that is unreadable or belongs to
+    another run (a copied file) is reported and left out, never fatal."""
+    records, warnings = {}, []
+    for path in sorted((run_dir / "records").glob("*.json")):
+        try:
+            record = ImproverRecord.model_validate_json(path.read_text())
+        except (OSError, ValidationError) as exc:
+            warnings.append(f"records/{path.name} is unreadable: {str(exc).splitlines()[0]}")
+            continue
+        if record.run_id != run_id:
+            warnings.append(f"records/{path.name} belongs to run {record.run_id}: not shown")
+            continue
+        records[record.name] = record.data
+    return records, warnings
 
 
 def _generations(run_dir: Path, run_id: str) -> list[Node]:
