@@ -32,7 +32,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 
 def _register() -> None:
     # Command modules are small and import their heavy parts inside the commands.
-    from stop.cli import bench, improve, lineage, lmc, self_improve, transfer  # noqa: F401
+    from stop.cli import bench, exit, improve, lineage, lmc, self_improve, transfer  # noqa: F401
 
 
 def main() -> None:
