@@ -96,8 +96,9 @@ class LineageApp(App[None]):
             self._select(event.node.data)
 
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
-        self.tab = event.tab.id or "code"
-        self._show()
+        if (event.tab.id or "code") != self.tab:  # Tabs announces its first tab at start
+            self.tab = event.tab.id or "code"
+            self._show()
 
     def _select(self, gen: int) -> None:
         node = self.selected = self.view.node(gen)
