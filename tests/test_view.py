@@ -321,6 +321,6 @@ def test_improve_run_shows_the_original_and_its_candidates(tmp_path, script):
     statuses = {n.status for n in view.nodes}
     assert {"ok", "wrong_answer", "syntax_error"} <= statuses
     shown = run_stop("show", run_id, str(chosen.gen), "--diff", cwd=tmp_path)
-    assert shown.returncode == 0 and "+++ generation" in shown.stdout
+    assert shown.returncode == 0 and "+++ candidate" in shown.stdout
     with pytest.raises(BadInput, match="no generation 99"):
         view.node(99)

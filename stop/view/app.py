@@ -132,7 +132,8 @@ class LineageApp(App[None]):
     def _summary(self, node: Node) -> RenderableType:
         lines: list[RenderableType] = [render.node_label(self.view, node)]
         if node.error:
-            lines.append(Text(f"improver: {node.status}: {node.error}", style="red"))
+            whose = "improver" if self.view.kind == "self-improve" else "evaluation"
+            lines.append(Text(f"{whose}: {node.status}: {node.error}", style="red"))
         lines.extend(Text(f"audit: {a}", style="yellow") for a in node.audit)
         lines.extend(Text(f"finding: {f}", style="yellow") for f in node.findings)
         return Group(*lines)

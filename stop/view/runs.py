@@ -102,10 +102,14 @@ class RunView(BaseModel):
             difflib.unified_diff(
                 self.source(parent).splitlines(keepends=True),
                 self.source(node).splitlines(keepends=True),
-                fromfile=f"generation {parent.gen}",
-                tofile=f"generation {node.gen}",
+                fromfile=f"{self.noun} {parent.gen}",
+                tofile=f"{self.noun} {node.gen}",
             )
         )
+
+    @property
+    def noun(self) -> str:
+        return "generation" if self.kind == "self-improve" else "candidate"
 
     def delta(self, node: Node) -> float | None:
         parent = self.parent_of(node)
@@ -143,7 +147,7 @@ def _line_changes(view: RunView, parent: Node, node: Node) -> str:
     changes = list(difflib.ndiff(view.source(parent).splitlines(), view.source(node).splitlines()))
     added = sum(line.startswith("+ ") for line in changes)
     removed = sum(line.startswith("- ") for line in changes)
-    return f"+{added}/-{removed} lines vs generation {parent.gen}"
+    return f"+{added}/-{removed} lines vs {view.noun} {parent.gen}"
 
 
 # Words that name a search strategy, as STOP's improvers named theirs.
