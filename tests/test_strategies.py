@@ -335,3 +335,17 @@ def test_bench_mutators_rates_valid_correct_and_improving_mutations(tmp_path):
     assert rows[("edit", "all")]["mutations"] == 2
     bad = run_stop("bench-mutators", "--targets", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "unknown target 'nope'" in bad.stderr
+
+
+def test_speed_candidates_may_use_numpy(tmp_path):
+    from utilities.speed import build
+
+    utility = build(Target(path=FIB, source=FIB.read_text()), UtilityOptions())
+    vectorized = (
+        "import numpy as np\n\n\n"
+        "def fib(n):\n"
+        "    m = np.linalg.matrix_power(np.array([[1, 1], [1, 0]], dtype=object), n)\n"
+        "    return int(m[0, 1])\n"
+    )
+    evaluation = utility.evaluate(vectorized)
+    assert evaluation.status == "ok", evaluation.detail
