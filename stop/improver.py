@@ -137,11 +137,13 @@ def run_improver(
     bait: list[str] = []
     ranker = ranker or CandidateRanker()
 
-    def generate(body: dict[str, Any]) -> dict[str, Any]:
-        request = _BatchPrompt.model_validate(body)
+    def ask(request: _BatchPrompt) -> list[str]:
         if on_request:
             on_request("generate", len(request.messages))
-        texts = model.batch_prompt(request.expertise, request.messages, request.temperature)
+        return model.batch_prompt(request.expertise, request.messages, request.temperature)
+
+    def generate(body: dict[str, Any]) -> dict[str, Any]:
+        texts = ask(_BatchPrompt.model_validate(body))
         for text in texts:
             if extract_code(text) is None:
                 on_candidate("model", None, _no_code())
@@ -149,11 +151,8 @@ def run_improver(
 
     def edit(body: dict[str, Any]) -> dict[str, Any]:
         request = _BatchEdit.model_validate(body)
-        if on_request:
-            on_request("generate", len(request.messages))
-        texts = model.batch_prompt(request.expertise, request.messages, request.temperature)
         programs = []
-        for text in texts:
+        for text in ask(request):
             outcome = apply_reply(request.program, text)
             model.count_edit(outcome.mode, outcome.edits > 0)
             if outcome.program is None:

@@ -144,10 +144,15 @@ class RunView(BaseModel):
 
 
 def _line_changes(view: RunView, parent: Node, node: Node) -> str:
-    changes = list(difflib.ndiff(view.source(parent).splitlines(), view.source(node).splitlines()))
+    return f"{_changed(view.source(parent), view.source(node))} lines vs {view.noun} {parent.gen}"
+
+
+def _changed(old: str, new: str) -> str:
+    """Lines added and removed, as "+3/-1"."""
+    changes = list(difflib.ndiff(old.splitlines(), new.splitlines()))
     added = sum(line.startswith("+ ") for line in changes)
     removed = sum(line.startswith("- ") for line in changes)
-    return f"+{added}/-{removed} lines vs {view.noun} {parent.gen}"
+    return f"+{added}/-{removed}"
 
 
 # Words that name a search strategy, as STOP's improvers named theirs.
@@ -186,10 +191,7 @@ def summarize(source: str, parent: str | None) -> str:
         return ", ".join(named)
     if parent is None:
         return "seed"
-    changes = list(difflib.ndiff(parent.splitlines(), source.splitlines()))
-    added = sum(line.startswith("+ ") for line in changes)
-    removed = sum(line.startswith("- ") for line in changes)
-    return f"+{added}/-{removed} lines vs parent"
+    return f"{_changed(parent, source)} lines vs parent"
 
 
 def list_runs(runs_dir: Path) -> list[RunView]:
