@@ -20,6 +20,7 @@ from stop.edits import apply_reply
 from stop.errors import BadInput, BudgetExhausted, StopError
 from stop.helpers import extract_code
 from stop.llm.model import LanguageModel
+from stop.prefetch import Prefetcher
 from stop.ranking import CandidateRanker
 from stop.sandbox.runner import Limits, reply_findings, run_job
 from stop.utility import Evaluation, Utility
@@ -136,6 +137,9 @@ def run_improver(
 ) -> ImproverOutcome:
     bait: list[str] = []
     ranker = ranker or CandidateRanker()
+    # Candidates are scored as soon as they exist, beside the model's next work.
+    prefetcher = Prefetcher(utility)
+    prefetcher.submit(initial_solution)
 
     def ask(request: _BatchPrompt) -> list[str]:
         if on_request:
@@ -145,8 +149,11 @@ def run_improver(
     def generate(body: dict[str, Any]) -> dict[str, Any]:
         texts = ask(_BatchPrompt.model_validate(body))
         for text in texts:
-            if extract_code(text) is None:
+            code = extract_code(text)
+            if code is None:
                 on_candidate("model", None, _no_code())
+            else:
+                prefetcher.submit(code.strip() + "\n")  # as STOP's seed improver has it
         return {"ok": texts, "budget": model.budget}
 
     def edit(body: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +164,7 @@ def run_improver(
             model.count_edit(outcome.mode, outcome.edits > 0)
             if outcome.program is None:
                 on_candidate("model", None, _no_code(outcome.error))
+            prefetcher.submit(outcome.program)
             programs.append(outcome.program)
         return {"ok": programs, "budget": model.budget}
 
@@ -166,7 +174,7 @@ def run_improver(
             bait.append(CIRCUMVENTION)
         if on_request:
             on_request("score", 1)
-        evaluation = utility.use(request.program)
+        evaluation = utility.use(request.program, prefetcher.take(request.program))
         ranker.add(request.program, evaluation)
         origin = "original" if request.program.strip() == initial_solution.strip() else "model"
         on_candidate(origin, request.program, evaluation)
@@ -218,7 +226,10 @@ def run_improver(
             "budget": utility.budget,
         },
     }
-    result = run_job("improve", payload, limits, rpc=handle)
+    try:
+        result = run_job("improve", payload, limits, rpc=handle)
+    finally:
+        prefetcher.close()
     reply = result.value if isinstance(result.value, dict) else {}
     common: dict[str, Any] = {"stderr": result.stderr, "isolation": result.isolation}
     common["findings"] = reply_findings(reply) + list(dict.fromkeys(bait))

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from stop.errors import BadInput
-from stop.sandbox.runner import Limits, reply_findings, run_job
+from stop.sandbox.executor import evaluate
+from stop.sandbox.runner import Limits, reply_findings
 from stop.utility import (
     MAX_FEEDBACK,
     Evaluation,
@@ -81,6 +82,7 @@ class TaskUtility(Utility):
     """Score = mean instance score on the validation split; `evaluate_split` for test."""
 
     score_range = "[0, 1]"
+    prefetch = True
 
     def __init__(self, spec: TaskSpec, budget: int) -> None:
         super().__init__(budget)
@@ -102,7 +104,7 @@ class TaskUtility(Utility):
         }
         # Each instance is limited on its own; the whole job gets their sum and start-up.
         wall_s = 10.0 + len(instances) * (self.spec.per_call_s + 0.05)
-        result = run_job("solve", payload, Limits(wall_s=wall_s), preload=self.spec.preload)
+        result = evaluate("solve", payload, Limits(wall_s=wall_s), preload=self.spec.preload)
         reply = result.value if isinstance(result.value, dict) else {}
         if result.status != "ok" or reply.get("outcome") != "ok":
             status = result.status if result.status != "ok" else reply.get("outcome", "crash")

@@ -101,6 +101,9 @@ class Utility(ABC):
     min_improvement: float = 0.0
     noisy: bool = False  # scores vary between evaluations of one program (timings)
     language: str = "python"  # of the programs it scores
+    # Safe to evaluate ahead of the improver's request, in a thread (stop/prefetch.py):
+    # a sandboxed run of the program, cheap and thread-safe, that spends no model calls.
+    prefetch: bool = False
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
@@ -114,12 +117,13 @@ class Utility(ABC):
     def budget_left(self) -> int:
         return max(0, self.budget - self.uses)
 
-    def use(self, program: str) -> Evaluation:
-        """One budgeted evaluation on behalf of an improver."""
+    def use(self, program: str, evaluated: Evaluation | None = None) -> Evaluation:
+        """One budgeted evaluation on behalf of an improver (`evaluated`: of this program,
+        already done ahead of the request)."""
         if self.uses >= self.budget:
             raise BudgetExhausted(f"utility budget of {self.budget} evaluations spent")
         self.uses += 1
-        return self.evaluate(program).with_feedback()
+        return (evaluated or self.evaluate(program)).with_feedback()
 
     def improves(self, score: float, baseline: float) -> bool:
         return score > baseline * (1 + self.min_improvement) if baseline > 0 else score > baseline

@@ -41,7 +41,7 @@ import stop.improver
 import utilities.speed
 from stop.improve import ImproveConfig, ImproveResult, improve
 from stop.llm import ModelSettings
-from stop.sandbox import reaper
+from stop.sandbox import executor, reaper, slots
 from stop.sandbox.runner import SandboxResult
 from stop.utility import Evaluation, Target, UtilityOptions
 from tests.conftest import FIB
@@ -184,6 +184,7 @@ class World:
 
     def check(self, produced: list[str]) -> None:
         """The invariants every case shares; `produced` is what the product returned."""
+        slots.shutdown()  # spare sandboxes made during the case hold folders of their own
         uids = self.uids
         assert uids, "no sandbox ran: the case did not go through the sandbox"
         assert all(200_000 <= u < 300_000 for u in uids), uids
@@ -300,6 +301,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
         def run_job(*args, **kwargs) -> SandboxResult:
             kwargs.setdefault("guard", guarded)
             result = real(*args, **kwargs)
+            slots.settle()  # its sweep runs just after it: the checks look after that
             w.results.append(result)
             return result
 
@@ -307,7 +309,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
 
     monkeypatch.setattr(reaper, "next_uid", spy_uid)
     monkeypatch.setattr(tempfile, "mkdtemp", spy_mkdtemp)
-    monkeypatch.setattr(utilities.speed, "run_job", spy_run_job(utilities.speed.run_job))
+    monkeypatch.setattr(executor, "run_job", spy_run_job(executor.run_job))
+    slots.discard_spares()  # spares made before the spies would hide their uids and folders
     monkeypatch.setattr(stop.improver, "run_job", spy_run_job(stop.improver.run_job))
     try:
         yield w

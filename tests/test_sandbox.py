@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stop.sandbox import slots
 from stop.sandbox.runner import Limits, SandboxResult, run_job
 
 ROOT = os.geteuid() == 0
@@ -41,7 +42,7 @@ def call(
         "inputs": [[]] if inputs is None else inputs,
         "repeat": repeat,
     }
-    return run_job("call", payload, limits, preload=preload)
+    return settled(run_job("call", payload, limits, preload=preload))
 
 
 def improver(code: str, limits: Limits = FAST, guard: bool = False) -> SandboxResult:
@@ -54,7 +55,13 @@ def improver(code: str, limits: Limits = FAST, guard: bool = False) -> SandboxRe
         "language_model": {"budget": 0, "max_responses_per_call": 1},
         "utility": {"name": "u", "description": "d", "budget": 0},
     }
-    return run_job("improve", payload, limits, guard=guard)
+    return settled(run_job("improve", payload, limits, guard=guard))
+
+
+def settled(result: SandboxResult) -> SandboxResult:
+    """The result once the sweep of its user id and folders, just after it, is done."""
+    slots.settle()
+    return result
 
 
 def test_guard_blocks_forks_in_improvers():

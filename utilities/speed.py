@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 from stop.errors import BadInput
-from stop.sandbox.runner import Limits, SandboxResult, reply_findings, run_job
+from stop.sandbox.executor import evaluate
+from stop.sandbox.runner import Limits, SandboxResult, reply_findings
 from stop.utility import (
     MAX_FEEDBACK,
     Evaluation,
@@ -80,6 +81,7 @@ class SpeedUtility(Utility):
     # Medians of interleaved timings on a 2-core machine still wander by several percent.
     min_improvement = 0.10
     noisy = True
+    prefetch = True
 
     def __init__(
         self, target: Target, entry: str, inputs: list[list[Any]], options: UtilityOptions
@@ -121,7 +123,7 @@ class SpeedUtility(Utility):
         # numpy is slow to load: it is loaded for the programs that mention it. Workers
         # fork from the loaded child, so its load time is not in the measurement.
         preload = ("numpy",) if "numpy" in program else ()
-        return run_job("call", payload, limits, preload=preload)
+        return evaluate("call", payload, limits, preload=preload)
 
     def evaluate(self, program: str) -> Evaluation:
         result = self._run(program, self.limits)

@@ -45,19 +45,31 @@ class Channel:
 
 
 def main() -> None:
-    chan = Channel(int(sys.argv[1]), int(sys.argv[2]))
-    job = chan.recv()
-    for name in (*_COMMON, *job.get("preload", ())):
+    """A fresh child: `python -I -c ... main()` with the job's pipes as arguments."""
+    serve(int(sys.argv[1]), int(sys.argv[2]))
+
+
+def preload(names: tuple[str, ...] | list[str]) -> None:
+    for name in names:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
+
+
+def serve(rfd: int, wfd: int) -> None:
+    """Read the job, import what it needs, confine, run it, reply."""
+    from stop.sandbox.confine import confine, isolate
+
+    chan = Channel(rfd, wfd)
+    isolated = isolate()  # a pool's spare child waits for its job isolated
+    job = chan.recv()
+    preload((*_COMMON, *job.get("preload", ())))
     from stop.sandbox import guard, jobs
-    from stop.sandbox.confine import confine
 
     guard.enabled = job.get("guard", True) is not False
     run = jobs.JOBS[job["kind"]]
-    isolation = confine(job["confine"])
+    isolation = confine(job["confine"], isolated)
     chan.send({"type": "confined", "isolation": isolation})
     value = run(job["payload"], chan)
     chan.send({"type": "result", "body": value})

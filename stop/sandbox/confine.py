@@ -27,9 +27,26 @@ def _limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value))
 
 
-def confine(spec: dict) -> list[str]:
-    """Apply limits, cut the network, drop privileges; return what was applied."""
-    applied = ["rlimits"]
+def isolate() -> list[str]:
+    """Before the job is known: a session of its own and private network and IPC
+    namespaces. What needs the job (limits, the user id) comes in `confine`."""
+    applied = []
+    if os.geteuid() == 0:
+        if _unshare(_CLONE_NEWNET):
+            applied.append("netns")
+        # Private System V IPC: shared memory and queues die with the sandbox.
+        if _unshare(_CLONE_NEWIPC):
+            applied.append("ipcns")
+    elif _unshare(_CLONE_NEWUSER | _CLONE_NEWNET):
+        applied.append("netns")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # until the uid change clears it
+    return applied
+
+
+def confine(spec: dict, isolated: list[str]) -> list[str]:
+    """Apply limits, drop privileges; return all that was applied, `isolated` included."""
+    applied = ["rlimits", *isolated]
     mb = 1 << 20
     _limit(resource.RLIMIT_AS, spec["memory_mb"] * mb)
     _limit(resource.RLIMIT_FSIZE, spec["file_mb"] * mb)
@@ -43,18 +60,10 @@ def confine(spec: dict) -> list[str]:
     if uid is not None:
         # RLIMIT_NPROC counts processes per real user id; it binds once we are `uid`.
         _limit(resource.RLIMIT_NPROC, spec["processes"])
-        if _unshare(_CLONE_NEWNET):
-            applied.append("netns")
-        # Private System V IPC: shared memory and queues die with the sandbox.
-        if _unshare(_CLONE_NEWIPC):
-            applied.append("ipcns")
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
         applied.append(f"uid={uid}")
-    else:
-        if _unshare(_CLONE_NEWUSER | _CLONE_NEWNET):
-            applied.append("netns")
     _die_with_parent(spec["host_pid"])
     os.chdir(spec["workdir"])
     return applied

@@ -13,11 +13,8 @@ import json
 import logging
 import os
 import select
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,14 +23,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from stop.errors import SandboxError
-from stop.sandbox import reaper
+from stop.sandbox import reaper, slots
 
 log = logging.getLogger(__name__)
 
-# Only these variables reach the child; everything else (API keys, tokens, proxies,
-# cloud credentials) stays with the host.
-_ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+# The warm pool (pool.py) unless STOP_SANDBOX_POOL=0: the same confinement, without an
+# interpreter start per sandbox.
+POOL = os.environ.get("STOP_SANDBOX_POOL", "1") != "0"
 
 Rpc = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -67,15 +64,6 @@ def reply_findings(reply: Any) -> list[str]:
     """The guard's findings from a child's reply (untrusted: bounded and stringified)."""
     found = reply.get("findings") if isinstance(reply, dict) else None
     return [str(f)[:200] for f in found[:50]] if isinstance(found, list) else []
-
-
-def _child_env(workdir: str) -> dict[str, str]:
-    env = {k: os.environ[k] for k in _ENV_ALLOW if k in os.environ}
-    env.setdefault("PATH", "/usr/bin:/bin")
-    env.update(HOME=workdir, TMPDIR=workdir, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
-    # Numeric libraries must not start thread pools: a timed worker may not start threads.
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return env
 
 
 @functools.cache
@@ -168,107 +156,86 @@ def run_job(
     rpc: Rpc | None = None,
     preload: tuple[str, ...] = (),
     guard: bool = True,
+    use_pool: bool | None = None,
 ) -> SandboxResult:
     """Run job `kind` (see stop/sandbox/jobs.py) in a fresh confined child.
 
     `rpc` answers the child's requests (the improver's language-model and utility calls);
     `preload` names modules the child imports before it drops its privileges;
-    `guard=False` leaves out the audit-hook guard (to test the walls beneath it).
+    `guard=False` leaves out the audit-hook guard (to test the walls beneath it);
+    `use_pool` forks the child from the warm pool (default: `POOL`) instead of starting
+    a new interpreter.
     """
-    root = os.geteuid() == 0
-    if not root:
+    use_pool = POOL if use_pool is None else use_pool
+    if os.geteuid() != 0:
         _warn_once("not running as root: sandboxed code keeps your user id and can read your files")
-    uid = reaper.next_uid() if root else os.getuid()
-    private = Path(tempfile.mkdtemp(prefix="stop-host-"))  # stdout/stderr, host-only
-    workdir = tempfile.mkdtemp(prefix="stop-sbx-")
-    if root:
-        os.chown(workdir, uid, uid)
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    open_fds = [to_child_r, to_child_w, from_child_r, from_child_w]
-    start = time.monotonic()
-    proc: subprocess.Popen[bytes] | None = None
+    numpy = any(name.split(".")[0] == "numpy" for name in preload)
     try:
-        with open(private / "stdout", "wb") as out, open(private / "stderr", "wb") as err:
-            bootstrap = (
-                f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
-                "from stop.sandbox.child import main; main()"
-            )
-            try:
-                proc = subprocess.Popen(
-                    [sys.executable, "-I", "-c", bootstrap, str(to_child_r), str(from_child_w)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    pass_fds=(to_child_r, from_child_w),
-                    cwd=workdir,
-                    env=_child_env(workdir),
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise SandboxError(f"cannot start sandbox child: {exc}") from exc
-        # The child's ends are its own now. Close each fd exactly once: with sandboxes
-        # running in threads, a second close could hit another sandbox's reused fd.
-        for fd in (to_child_r, from_child_w):
-            os.close(fd)
-            open_fds.remove(fd)
-        chan = _Channel(from_child_r, to_child_w, start + limits.wall_s, limits.message_mb << 20)
-        job = {
-            "kind": kind,
-            "payload": payload,
-            "preload": list(preload),
-            "guard": guard,
-            "confine": {
-                "uid": uid if root else None,
-                "workdir": workdir,
-                "host_pid": os.getpid(),
-                **limits.model_dump(),
-            },
-        }
-        status, value, error, isolation = _converse(chan, job, rpc)
-        if isolation and "netns" not in isolation:
-            _warn_once("no network namespace available: sandboxed code can use the network")
-        if status == "ok":
-            # The reply is in; give the child a moment to exit on its own.
-            try:
-                proc.wait(timeout=max(0.0, min(2.0, start + limits.wall_s - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                status, error = "timeout", None
-        if status == "timeout":
-            error = f"timed out after {limits.wall_s:g} s; killed"
-        reaper.kill_group(proc.pid)
-        returncode = proc.wait()
-        if root:
-            reaper.kill_uid(uid)
-            reaper.remove_leftovers(uid)
-        if status == "ok" and returncode != 0:
-            status, error = "crash", _describe_exit(returncode)
-        if status == "crash" and error is None:
-            error = _describe_exit(returncode)
-        return SandboxResult(
-            status=status,
-            value=value,
-            error=error,
-            stdout=_tail(private / "stdout", limits.tail_chars),
-            stderr=_tail(private / "stderr", limits.tail_chars),
-            wall_s=time.monotonic() - start,
-            returncode=returncode,
-            isolation=isolation,
-        )
+        slot = slots.take(numpy) if use_pool else slots.make(False, numpy)
+    except SandboxError as exc:
+        if not use_pool:
+            raise
+        # Scored as a failed evaluation; the next sandbox starts a new pool.
+        log.warning("sandbox: %s", exc)
+        return SandboxResult(status="crash", error=str(exc), wall_s=0.0)
+    start = time.monotonic()
+    try:
+        return _run(slot, kind, payload, limits, rpc, preload, guard, start)
     finally:
-        if proc is not None and proc.poll() is None:
-            reaper.kill_group(proc.pid)
-            proc.kill()
-            proc.wait()
-        if root:
-            reaper.kill_uid(uid)
-        for fd in open_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        shutil.rmtree(private, ignore_errors=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+        slots.release(slot)
+
+
+def _run(
+    slot: slots.Slot,
+    kind: str,
+    payload: dict[str, Any],
+    limits: Limits,
+    rpc: Rpc | None,
+    preload: tuple[str, ...],
+    guard: bool,
+    start: float,
+) -> SandboxResult:
+    proc = slot.proc
+    chan = _Channel(slot.from_child, slot.to_child, start + limits.wall_s, limits.message_mb << 20)
+    job = {
+        "kind": kind,
+        "payload": payload,
+        "preload": list(preload),
+        "guard": guard,
+        "confine": {
+            "uid": slot.uid,
+            "workdir": slot.workdir,
+            "host_pid": slot.parent_pid,
+            **limits.model_dump(),
+        },
+    }
+    status, value, error, isolation = _converse(chan, job, rpc)
+    if isolation and "netns" not in isolation:
+        _warn_once("no network namespace available: sandboxed code can use the network")
+    if status == "ok":
+        # The reply is in; give the child a moment to exit on its own.
+        try:
+            proc.wait(timeout=max(0.0, min(2.0, start + limits.wall_s - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            status, error = "timeout", None
+    if status == "timeout":
+        error = f"timed out after {limits.wall_s:g} s; killed"
+    reaper.kill_group(proc.pid)
+    returncode = proc.wait()
+    if status == "ok" and returncode != 0:
+        status, error = "crash", _describe_exit(returncode)
+    if status == "crash" and error is None:
+        error = _describe_exit(returncode)
+    return SandboxResult(
+        status=status,
+        value=value,
+        error=error,
+        stdout=_tail(slot.private / "stdout", limits.tail_chars),
+        stderr=_tail(slot.private / "stderr", limits.tail_chars),
+        wall_s=time.monotonic() - start,
+        returncode=returncode,
+        isolation=isolation,
+    )
 
 
 def _converse(

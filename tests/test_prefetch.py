@@ -1,0 +1,113 @@
+"""Cost-aware scheduling (stop/prefetch.py): candidates are scored while the model is
+still busy, and the budgets see exactly what they saw before."""
+
+from __future__ import annotations
+
+import threading
+
+from stop.improver import load_improver, run_improver
+from stop.llm.base import Completion, Prompt
+from stop.llm.model import LanguageModel
+from stop.prefetch import Prefetcher
+from stop.sandbox.runner import Limits
+from stop.utility import Evaluation, Utility
+
+ORIGINAL = "def f(x):\n    return x\n"
+REWRITE = "def f(x):\n    return x + 0\n"
+
+
+class Recording(Utility):
+    """Scores programs by length; notes every evaluation, and can hold one back."""
+
+    name = "recording"
+    description = "shorter is better"
+    prefetch = True
+
+    def __init__(self, budget: int) -> None:
+        super().__init__(budget)
+        self.evaluated: list[str] = []
+        self.started = threading.Event()
+        self._lock = threading.Lock()
+
+    def evaluate(self, program: str) -> Evaluation:
+        with self._lock:
+            self.evaluated.append(program)
+        self.started.set()
+        return Evaluation(status="ok", score=1.0 / len(program), seconds=0.0)
+
+
+class WaitsForScoring:
+    """A model backend that answers only once some evaluation has begun (or after a
+    timeout), and says which happened: the model's latency overlaps the scoring."""
+
+    id = "waits"
+
+    def __init__(self, utility: Recording) -> None:
+        self.utility = utility
+        self.saw_scoring_under_way: list[bool] = []
+
+    def generate(self, prompts: list[Prompt]) -> list[Completion]:
+        self.saw_scoring_under_way.append(self.utility.started.wait(timeout=10))
+        text = f"```python\n{REWRITE}```"
+        return [Completion(text=text, prompt_tokens=1, completion_tokens=1) for _ in prompts]
+
+
+def _run(utility: Recording):
+    backend = WaitsForScoring(utility)
+    model = LanguageModel(backend, max_responses_per_call=2, max_tokens=64, budget_calls=2)
+    outcome = run_improver(
+        load_improver("seed"), ORIGINAL, utility, model, limits=Limits(wall_s=60),
+        on_candidate=lambda *_: None,
+    )  # fmt: skip
+    return outcome, backend
+
+
+def test_original_is_scored_while_the_model_works():
+    utility = Recording(budget=3)
+    outcome, backend = _run(utility)
+    assert outcome.status == "ok", outcome.error
+    assert backend.saw_scoring_under_way == [True]
+    assert outcome.program == ORIGINAL  # the shorter program wins
+    # Each program was evaluated once, ahead of its request, and charged once when asked.
+    assert sorted(utility.evaluated) == sorted([ORIGINAL, REWRITE])
+    assert utility.uses == 2
+
+
+def test_without_prefetch_nothing_is_scored_before_it_is_asked_for():
+    utility = Recording(budget=3)
+    utility.prefetch = False
+    utility.started.set()  # the model must not wait: nothing runs ahead now
+    outcome, _ = _run(utility)
+    assert outcome.status == "ok"
+    assert utility.evaluated == [ORIGINAL, REWRITE] and utility.uses == 2
+
+
+def test_a_prefetched_evaluation_never_asked_for_is_never_charged():
+    utility = Recording(budget=1)
+    prefetcher = Prefetcher(utility)
+    prefetcher.submit(REWRITE)
+    prefetcher.submit(REWRITE)  # once only
+    assert prefetcher.take(ORIGINAL) is None
+    found = prefetcher.take(REWRITE)
+    assert found is not None and found.score == 1.0 / len(REWRITE)
+    assert prefetcher.take(REWRITE) is None  # taken once: a second request evaluates anew
+    prefetcher.close()
+    assert utility.uses == 0 and utility.evaluated == [REWRITE]
+
+
+def test_a_failed_prefetch_is_evaluated_again_on_request():
+    class Flaky(Recording):
+        calls = 0
+
+        def evaluate(self, program: str) -> Evaluation:
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise RuntimeError("the first evaluation fails")
+            return super().evaluate(program)
+
+    utility = Flaky(budget=2)
+    prefetcher = Prefetcher(utility)
+    prefetcher.submit(ORIGINAL)
+    assert prefetcher.take(ORIGINAL) is None
+    assert utility.use(ORIGINAL, prefetcher.take(ORIGINAL)).status == "ok"
+    assert utility.uses == 1
