@@ -91,6 +91,24 @@ def test_sampling_finishes_every_program_and_greedy_is_deterministic(tiny):
     assert len(set(explore)) > 5
 
 
+def test_explore_mixes_the_uniform_distribution_into_sampling(tiny):
+    """explore=1 samples every allowed unit alike, whatever the policy; at 0 it is the policy."""
+    scorer = Scorer(tiny, Units(10))
+    tasks = [add_task(6)] * 2000
+    gen = torch.Generator().manual_seed(0)
+    uniform, _ = sample(
+        scorer, tasks, max_len=2, grammar=True, temperature=0.05, explore=1.0, generator=gen
+    )
+    operands = np.bincount(
+        [int(p[1]) for p in uniform if len(p) > 1 and p[1].isdigit()], minlength=10
+    )
+    assert operands.sum() > 1500 and operands.min() > 0.6 * operands.mean()
+    peaked, _ = sample(scorer, tasks, max_len=2, grammar=True, temperature=0.05, generator=gen)
+    (greedy,), _ = sample(scorer, tasks[:1], max_len=2, grammar=True, temperature=0.0)
+    assert sum(p == greedy for p in peaked) > 0.5 * len(tasks)
+    assert sum(p == greedy for p in uniform) < 0.1 * len(tasks)
+
+
 def test_score_programs_rewards():
     task = add_task(2)
     scored = score_programs(

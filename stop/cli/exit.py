@@ -49,6 +49,9 @@ def train_command(
     rollouts: int = typer.Option(256, help="sf: samples per task; mcts: episodes per task."),
     simulations: int = typer.Option(32, help="mcts: simulations per step."),
     temperature: float = typer.Option(1.2, help="sf: sampling temperature."),
+    explore: float = typer.Option(
+        0.0, help="sf: uniform share of the sampling mixture for tasks not yet solved."
+    ),
     iterations: int = typer.Option(40, help="Expert-iteration rounds (total, across resumes)."),
     train_steps: int = typer.Option(20, "--train-steps", help="Training steps per iteration."),
     batch_size: int = typer.Option(32, "--batch-size", help="Policy sequences per step."),
@@ -69,7 +72,7 @@ def train_command(
 
     config = make_config(
         family=family, max_n=max_n, count=count, task_seed=task_seed, search=search,
-        rollouts=rollouts, simulations=simulations, temperature=temperature,
+        rollouts=rollouts, simulations=simulations, temperature=temperature, explore=explore,
         iterations=iterations, train_steps=train_steps, batch_size=batch_size, lr=lr,
         preset=preset, curriculum=curriculum, grammar=grammar, max_len=max_len,
         stop_when_solved=not keep_going, seed=seed,

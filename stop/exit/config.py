@@ -29,6 +29,7 @@ class ExitConfig(BaseModel):
     rollouts: int = 256  # sf: samples per task; mcts: episodes per task
     simulations: int = 32  # mcts: simulations per step
     temperature: float = 1.2  # sf sampling temperature (paper, Add: 1.2)
+    explore: float = 0.0  # sf: uniform share of the sampling mixture for unsolved tasks
     gumbel_scale: float = 1.0  # mcts: g ~ Gumbel(0, scale)
     value_rollouts: int = 16  # epsilon-greedy trajectories per task per iteration
     epsilon: float = 0.25
@@ -81,6 +82,7 @@ def make_config(**fields) -> ExitConfig:
         (config.rollouts >= 1 and config.simulations >= 1, "rollouts and simulations must be >= 1"),
         (config.temperature >= 0, "temperature must be non-negative"),
         (0 <= config.epsilon <= 1, "epsilon must be in 0..1"),
+        (0 <= config.explore <= 1, "explore must be in 0..1"),
         (config.lr > 0 and config.batch_size >= 1, "lr and batch size must be positive"),
         (config.iterations >= 0 and config.train_steps >= 0, "iterations must be >= 0"),
         (config.program_length >= 2, "max-len must be at least 2"),

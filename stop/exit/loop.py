@@ -156,11 +156,24 @@ def search_step(state: ExitState, active: list[Task]) -> tuple[dict[str, float],
             grammar=config.grammar, gumbel_scale=config.gumbel_scale, generator=state.generator,
         )  # fmt: skip
     else:
-        owners = [task for task in active for _ in range(config.rollouts)]
-        programs, flops = sample(
-            scorer, owners, max_len=config.program_length, grammar=config.grammar,
-            temperature=config.temperature, generator=state.generator,
-        )  # fmt: skip
+        # Tasks greedy decoding does not solve yet get the uniform mixture (`explore`): a
+        # new curriculum task often needs an operand no solution has used so far (Add-6's
+        # `ADD 4`), which the policy gives almost no mass.
+        rates = state.history[-1]["solve_rates"] if state.history else {}
+        owners, programs, flops = [], [], 0
+        for solved in (True, False):
+            part = [t for t in active if (rates.get(t.name) == 1.0) == solved]
+            part_owners = [task for task in part for _ in range(config.rollouts)]
+            if not part_owners:
+                continue
+            part_programs, part_flops = sample(
+                scorer, part_owners, max_len=config.program_length, grammar=config.grammar,
+                temperature=config.temperature, explore=0.0 if solved else config.explore,
+                generator=state.generator,
+            )  # fmt: skip
+            owners += part_owners
+            programs += part_programs
+            flops += part_flops
     scored = score_programs(programs, owners, config.program_length)
     best: dict[str, float] = {}
     for task, s in zip(owners, scored, strict=True):

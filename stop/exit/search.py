@@ -71,25 +71,27 @@ def sample(
     grammar: bool,
     temperature: float = 1.0,
     epsilon: float | None = None,
+    explore: float = 0.0,
     generator: torch.Generator | None = None,
     max_rows: int = 512,
 ) -> tuple[list[tuple[str, ...]], int]:
     """One program per entry of `tasks` (repeat a task for several rollouts), and the
     forward FLOPs spent. temperature 0 is greedy decoding; with `epsilon`, each unit is
-    uniform over the allowed ones with probability epsilon and greedy otherwise."""
+    uniform over the allowed ones with probability epsilon and greedy otherwise; with
+    `explore`, sampling draws from (1 - explore) x policy + explore x uniform."""
     programs: list[tuple[str, ...]] = []
     flops = 0
     for start in range(0, len(tasks), max_rows):
         part, part_flops = _sample_rows(
             scorer, tasks[start : start + max_rows], max_len, grammar, temperature, epsilon,
-            generator,
+            explore, generator,
         )  # fmt: skip
         programs += part
         flops += part_flops
     return programs, flops
 
 
-def _sample_rows(scorer, tasks, max_len, grammar, temperature, epsilon, generator):
+def _sample_rows(scorer, tasks, max_len, grammar, temperature, epsilon, explore, generator):
     """Rows that share a task and a partial program share one state (one cache row), so
     identical prefixes, common once the policy is peaked, are scored once."""
     units, device = scorer.units, scorer.device
@@ -119,7 +121,11 @@ def _sample_rows(scorer, tasks, max_len, grammar, temperature, epsilon, generato
         elif temperature == 0:
             choice = scored.scores.masked_fill(~allowed, float("-inf")).argmax(-1)[state_index]
         else:
-            probs = policy(scored.scores, allowed, temperature)[state_index]
+            probs = policy(scored.scores, allowed, temperature)
+            if explore:
+                uniform = allowed.float() / allowed.sum(-1, keepdim=True)
+                probs = (1 - explore) * probs + explore * uniform
+            probs = probs[state_index]
             choice = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         new_states: dict[tuple, int] = {}
         parents, chunks, keep, next_state = [], [], [], []
