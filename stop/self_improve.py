@@ -112,8 +112,14 @@ def load_config(runs_dir: Path, run_id: str) -> SelfImproveConfig:
 
 
 def self_improve(
-    config: SelfImproveConfig, *, resume: str | None = None, on_event: OnEvent | None = None
+    config: SelfImproveConfig,
+    *,
+    resume: str | None = None,
+    on_event: OnEvent | None = None,
+    parallel: int | None = None,
 ) -> tuple[RunStore, list[GenerationRecord]]:
+    """`parallel`: meta-utility tests run at once (default: the config's); not stored, as
+    it changes how fast a run goes, not what it finds."""
     emit = on_event or (lambda kind, data: None)
     if resume is not None:
         config = load_config(config.runs_dir, resume)
@@ -138,7 +144,7 @@ def self_improve(
         evaluations=config.meta_evaluations,
         seed=config.seed,
         cache=cache,
-        parallel=config.parallel,
+        parallel=parallel or config.parallel,
         # The improvers under test talk to the model too; their exchanges are tagged apart
         # from those of the improver proposing the next generation.
         on_exchange=partial(store.log_exchange, role="meta-test"),

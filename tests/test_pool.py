@@ -216,3 +216,64 @@ def test_a_forked_host_starts_its_own_pool():
     assert os.waitstatus_to_exitcode(status) == 0
     assert pool._zygotes[False].pid == parent_zygote
     assert call("def f():\n    return 4\n", True).value["outputs"] == [4]
+
+
+HOST = """
+import sys, textwrap
+sys.path.insert(0, {root!r})
+from stop.sandbox.runner import Limits, run_job
+print("ready", flush=True)
+run_job("call", {{"code": "def f():\\n    while True:\\n        pass\\n", "entry": "f",
+                 "inputs": [[]]}}, Limits(wall_s=60), use_pool={pool})
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    ppid = int(stat.read().rsplit(b")", 1)[-1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.parametrize("use_pool", [True, False])
+def test_a_killed_host_takes_its_sandboxes_and_their_workers_with_it(use_pool):
+    """Nothing is left to sweep when the host itself is SIGKILLed: every sandbox process,
+    the worker that runs the candidate included, dies with its parent."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST.format(root=root, pool=use_pool)], stdout=subprocess.PIPE
+    )
+    try:
+        assert host.stdout.readline().strip() == b"ready"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the worker runs the candidate
+            below = _descendants(host.pid)
+            if any(_owner(str(p)) not in (None, 0) and not _zombie(str(p)) for p in below):
+                if len(below) >= (3 if use_pool else 2):
+                    break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        below = _descendants(host.pid)
+        assert below
+    finally:
+        host.kill()
+        host.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [p for p in below if not _zombie(str(p))]:
+        time.sleep(0.1)
+    assert [p for p in below if not _zombie(str(p))] == []

@@ -18,6 +18,21 @@ class BackendName(str, Enum):
     scripted = "scripted"
 
 
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+# Where evaluations run: not part of a run's configuration, since it does not change
+# results (a resumed run may use another executor).
+EXECUTOR_OPTION = typer.Option(
+    ExecutorName.local, help="Where sandboxed evaluations run: this machine or a Ray cluster."
+)
+RAY_ADDRESS_OPTION = typer.Option(
+    None, help="The Ray head node's HOST:PORT, for --executor ray (default: $RAY_ADDRESS)."
+)
+
+
 @app.command()
 def improve(
     target: Path = typer.Option(..., "--target", "-t", help="The Python program to improve."),
@@ -61,12 +76,16 @@ def improve(
         False, "--no-cache", help="Do not replay or store model responses."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    executor: ExecutorName = EXECUTOR_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
 ) -> None:
     """Ask a language model for rewrites of TARGET and keep the best by UTILITY."""
     from stop.cli.render import ImproveProgress, result_json, summary
     from stop.improve import ImproveConfig
     from stop.improve import improve as run_improve
     from stop.llm import ModelSettings, choose_backend
+    from stop.sandbox import executor as executors
+    from stop.sandbox.ray_executor import open_executor
     from stop.utility import UtilityOptions
 
     backend = BackendName(
@@ -93,12 +112,16 @@ def improve(
         runs_dir=runs_dir,
         use_cache=not no_cache,
     )
+    # Opened before the run starts: an unreachable cluster leaves no run directory.
+    with executors.use(open_executor(executor.value, ray_address)):
+        if as_json:
+            result = run_improve(config)
+        else:
+            with ImproveProgress(Console(stderr=True)) as progress:
+                result = run_improve(config, on_event=progress)
     if as_json:
-        result = run_improve(config)
         typer.echo(json.dumps(result_json(result), indent=2))
     else:
-        with ImproveProgress(Console(stderr=True)) as progress:
-            result = run_improve(config, on_event=progress)
         Console().print(summary(result))
     if result.status != "completed":
         raise typer.Exit(1)  # the run is saved, but the improver itself failed

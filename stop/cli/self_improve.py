@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stop.cli import app
+from stop.cli.improve import EXECUTOR_OPTION, RAY_ADDRESS_OPTION, ExecutorName
 from stop.errors import BadInput
 
 # Defaults per kind of model: the embedded one is slow (about 25 tokens/s on 2 cores) and
@@ -57,10 +58,14 @@ def self_improve_command(
     seed: int = typer.Option(None, help="Sampling seed."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where runs are saved."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    executor: ExecutorName = EXECUTOR_OPTION,
+    ray_address: str = RAY_ADDRESS_OPTION,
 ) -> None:
     """Apply the improver to its own source, scored by the meta-utility, round after round."""
     from stop.llm import ModelSettings, choose_backend
     from stop.meta import BudgetPerTest
+    from stop.sandbox import executor as executors
+    from stop.sandbox.ray_executor import open_executor
     from stop.self_improve import (
         SelfImproveConfig,
         circumvention_rate,
@@ -103,6 +108,9 @@ def self_improve_command(
             seed=seed or 0,
             runs_dir=runs_dir,
         )
+    # Connected before anything is written or printed: an unreachable cluster is one line
+    # on stderr and no run directory.
+    chosen = open_executor(executor.value, ray_address)
     err = Console(stderr=True)
     bound = estimate(config)
     line = f"Budget: at most {bound['calls']:.0f} model calls, about {bound['tokens']:.0f} tokens"
@@ -128,7 +136,12 @@ def self_improve_command(
                 highlight=False,
             )
 
-    store, generations = self_improve(config, resume=resume, on_event=progress)
+    # A cluster has cores to spare: all k meta-utility tests at once instead of a few.
+    parallel = config.tests if chosen.name == "ray" else None
+    with executors.use(chosen):
+        store, generations = self_improve(
+            config, resume=resume, on_event=progress, parallel=parallel
+        )
     best = current(generations)
     if as_json:
         out = {

@@ -64,13 +64,14 @@ def confine(spec: dict, isolated: list[str]) -> list[str]:
         os.setgid(uid)
         os.setuid(uid)
         applied.append(f"uid={uid}")
-    _die_with_parent(spec["host_pid"])
+    die_with_parent(spec["host_pid"])
     os.chdir(spec["workdir"])
     return applied
 
 
-def _die_with_parent(host_pid: int) -> None:
-    # Set after the uid change, which clears it.
+def die_with_parent(host_pid: int) -> None:
+    """SIGKILL this process when its parent dies; the signal is not inherited by forks,
+    and a uid change clears it, so each process sets it for itself."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != host_pid:  # the host died before we asked

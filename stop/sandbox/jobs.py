@@ -20,6 +20,7 @@ import traceback
 from typing import Any
 
 from stop.sandbox import guard
+from stop.sandbox.confine import die_with_parent
 from stop.sandbox.proxies import LanguageModelProxy, UtilityProxy
 
 _type, _isinstance, _len, _str, _float = type, isinstance, len, str, float
@@ -158,9 +159,11 @@ def _worker(
     """
     r, w = os.pipe()
     control_r, control_w = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker: untrusted code runs below
         try:
+            die_with_parent(parent)  # if the host dies, the sandbox and all its workers go
             os.close(r)
             os.close(control_w)
             keep = sorted((w, control_r))
