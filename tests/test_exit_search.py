@@ -182,15 +182,6 @@ def test_prioritized_sampling_prefers_high_reward_and_balances_tasks():
     shorter.add(Trajectory("a", ("ADD", "0", "BRZ", "9", "HLT"), "9", 1.0))
     p = shorter.priorities()
     assert p[0] / p[1] == pytest.approx(math.e**2)
-    # A task search has not solved weighs `unsolved_weight`; with none solved, all weigh alike.
-    damped = PolicyBuffer(priority_scale=2.0, length_penalty=0.0, unsolved_weight=0.1)
-    damped.add(Trajectory("a", ("ADD", "0", "HLT"), "9", 1.0))
-    damped.add(Trajectory("b", ("HLT",), "3", 0.33))
-    assert damped.priorities() == pytest.approx([1 / 1.1, 0.1 / 1.1])
-    unsolved = PolicyBuffer(unsolved_weight=0.0)
-    unsolved.add(Trajectory("a", ("HLT",), "0", 0.0))
-    unsolved.add(Trajectory("b", ("HLT",), "3", 0.33))
-    assert unsolved.priorities() == pytest.approx([0.5, 0.5])
     values = ValueBuffer(capacity=3)
     for i in range(5):
         values.add(Trajectory("a", (str(i),), "0", 0.0))

@@ -52,9 +52,6 @@ def train_command(
     explore: float = typer.Option(
         0.0, help="sf: uniform share of the sampling mixture for tasks not yet solved."
     ),
-    unsolved_weight: float = typer.Option(
-        1.0, "--unsolved-weight", help="Replay weight of a task search has not solved (0..1)."
-    ),
     iterations: int = typer.Option(40, help="Expert-iteration rounds (total, across resumes)."),
     train_steps: int = typer.Option(20, "--train-steps", help="Training steps per iteration."),
     batch_size: int = typer.Option(32, "--batch-size", help="Policy sequences per step."),
@@ -76,7 +73,6 @@ def train_command(
     config = make_config(
         family=family, max_n=max_n, count=count, task_seed=task_seed, search=search,
         rollouts=rollouts, simulations=simulations, temperature=temperature, explore=explore,
-        unsolved_weight=unsolved_weight,
         iterations=iterations, train_steps=train_steps, batch_size=batch_size, lr=lr,
         preset=preset, curriculum=curriculum, grammar=grammar, max_len=max_len,
         stop_when_solved=not keep_going, seed=seed,

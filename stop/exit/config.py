@@ -46,7 +46,6 @@ class ExitConfig(BaseModel):
     policy_score: Literal["logprob", "logits"] = "logprob"
     priority_scale: float = 30.0  # replay.py
     length_penalty: float = 1.5
-    unsolved_weight: float = 1.0  # replay.py: policy-buffer weight of a task not yet solved
     policy_capacity: int = 20_000
     value_capacity: int = 5_000
     seed: int = 0
@@ -84,7 +83,6 @@ def make_config(**fields) -> ExitConfig:
         (config.temperature >= 0, "temperature must be non-negative"),
         (0 <= config.epsilon <= 1, "epsilon must be in 0..1"),
         (0 <= config.explore <= 1, "explore must be in 0..1"),
-        (0 <= config.unsolved_weight <= 1, "unsolved-weight must be in 0..1"),
         (config.lr > 0 and config.batch_size >= 1, "lr and batch size must be positive"),
         (config.iterations >= 0 and config.train_steps >= 0, "iterations must be >= 0"),
         (config.program_length >= 2, "max-len must be at least 2"),

@@ -99,9 +99,8 @@ def new_state(config: ExitConfig, device: torch.device | None = None) -> ExitSta
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(config.seed)
     policy_buffer = PolicyBuffer(
-        config.policy_capacity, config.priority_scale, config.length_penalty,
-        config.unsolved_weight,
-    )  # fmt: skip
+        config.policy_capacity, config.priority_scale, config.length_penalty
+    )
     return ExitState(
         config, model, optimizer, policy_buffer,
         ValueBuffer(config.value_capacity), config.eval_tasks(),

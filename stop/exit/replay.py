@@ -9,10 +9,7 @@ and among equally good programs the shorter wins (`ADD 0 HLT` is drawn e^3 ~ 20 
 often as `ADD 0 ADD 9 HLT`): the policy concentrates on one clean solution per task
 rather than averaging many padded ones, which greedy decoding would mix up. Priorities are
 normalized within each task and the tasks weigh the same: an easy task with hundreds of
-right programs must not crowd out the single right program of a harder one. A task that
-search has not solved yet weighs `unsolved_weight` (1: the same as the others): below 1,
-the best wrong programs of a new, harder task (Add-6's four additions, say) do not teach
-the policy to stop early on the tasks it already solves.
+right programs must not crowd out the single right program of a harder one.
 `ValueBuffer` holds
 epsilon-greedy trajectories, drawn uniformly, which train only the outcome predictor. Both evict the
 oldest entries past their capacity.
@@ -44,14 +41,10 @@ class Trajectory:
 
 class PolicyBuffer:
     def __init__(
-        self,
-        capacity: int = 20_000,
-        priority_scale: float = 30.0,
-        length_penalty: float = 1.5,
-        unsolved_weight: float = 1.0,
+        self, capacity: int = 20_000, priority_scale: float = 30.0, length_penalty: float = 1.5
     ) -> None:
         self.capacity, self.priority_scale = capacity, priority_scale
-        self.length_penalty, self.unsolved_weight = length_penalty, unsolved_weight
+        self.length_penalty = length_penalty
         self.items: OrderedDict[tuple[str, tuple[str, ...]], Trajectory] = OrderedDict()
 
     def __len__(self) -> int:
@@ -71,15 +64,10 @@ class PolicyBuffer:
         tasks = np.array([t.task for t in self.items.values()])
         weights = np.zeros(len(rewards))
         names = np.unique(tasks)
-        solved = {name: rewards[tasks == name].max() >= 1.0 for name in names}
-        task_weight = {n: 1.0 if ok else self.unsolved_weight for n, ok in solved.items()}
-        if not any(task_weight.values()):  # nothing solved yet: learn from the best there is
-            task_weight = dict.fromkeys(names, 1.0)
-        total = sum(task_weight.values())
         for name in names:
             mine = tasks == name
             w = np.exp(logits[mine] - logits[mine].max())
-            weights[mine] = w / w.sum() * task_weight[name] / total
+            weights[mine] = w / w.sum() / len(names)
         return weights
 
     def sample(self, n: int, rng: np.random.Generator) -> list[Trajectory]:
