@@ -159,17 +159,19 @@ def search_step(state: ExitState, active: list[Task]) -> tuple[dict[str, float],
         # Tasks greedy decoding does not solve yet get the uniform mixture (`explore`): a
         # new curriculum task often needs an operand no solution has used so far (Add-6's
         # `ADD 4`), which the policy gives almost no mass.
-        rates = state.history[-1]["solve_rates"] if state.history else {}
+        groups = [(active, 0.0)]
+        if config.explore:
+            rates = state.history[-1]["solve_rates"] if state.history else {}
+            solved = [t for t in active if rates.get(t.name) == 1.0]
+            groups = [(solved, 0.0), ([t for t in active if t not in solved], config.explore)]
         owners, programs, flops = [], [], 0
-        for solved in (True, False):
-            part = [t for t in active if (rates.get(t.name) == 1.0) == solved]
+        for part, explore in groups:
             part_owners = [task for task in part for _ in range(config.rollouts)]
             if not part_owners:
                 continue
             part_programs, part_flops = sample(
                 scorer, part_owners, max_len=config.program_length, grammar=config.grammar,
-                temperature=config.temperature, explore=0.0 if solved else config.explore,
-                generator=state.generator,
+                temperature=config.temperature, explore=explore, generator=state.generator,
             )  # fmt: skip
             owners += part_owners
             programs += part_programs
