@@ -104,17 +104,6 @@ def test_improve_an_lmc_program(tmp_path):
     assert not any(f"inputs {i} -> output {o}" in prompt for i, o in task.test)
 
 
-def test_bench_lmc_json_shape(tmp_path):
-    proc = run_stop("bench", "lmc", "--json", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
-    assert rows and {"name", "baseline", "value", "unit", "ratio"} <= set(rows[0])
-    assert all(
-        r["ratio"] > 0 and r["ratio"] == pytest.approx(r["value"] / r["baseline"], rel=0.01)
-        for r in rows
-    )
-
-
 def test_lmc_reward_hacking_signals():
     from stop.utility import UtilityOptions
     from utilities.lmc import LMCUtility

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from enum import Enum
 
 import typer
@@ -11,10 +12,36 @@ from rich.table import Table
 
 from stop.cli import app
 
+log = logging.getLogger(__name__)
+
 
 class Suite(str, Enum):
+    sandbox = "sandbox"
     lmc = "lmc"
+    llm = "llm"
+    cache = "cache"
+    improve = "improve"
     all = "all"
+
+
+def _run(suite: Suite) -> list:
+    from stop.bench import Figure
+
+    if suite is Suite.sandbox:
+        from stop.bench.sandbox import bench_sandbox
+
+        return bench_sandbox()
+    if suite is Suite.lmc:
+        from stop.lmc.bench import bench_lmc
+
+        return [Figure(**row) for row in bench_lmc()]
+    if suite is Suite.llm:
+        from stop.bench.llm import bench_llm
+
+        return bench_llm()
+    from stop.bench.improve import bench_cache, bench_improve
+
+    return bench_cache() if suite is Suite.cache else bench_improve()
 
 
 @app.command()
@@ -25,16 +52,15 @@ def bench(
     ),
 ) -> None:
     """Measure stop against its baselines on this machine (ratio > 1: stop is better)."""
-    from stop.lmc.bench import bench_lmc
-
-    rows = bench_lmc()
+    suites = [s for s in Suite if s is not Suite.all] if suite is Suite.all else [suite]
+    figures = []
+    for each in suites:
+        log.info("benchmark suite %s", each.value)
+        figures += _run(each)
     if as_json:
-        typer.echo(json.dumps(rows))
+        typer.echo(json.dumps([f.model_dump() for f in figures]))
         return
     table = Table("benchmark", "baseline", "stop", "unit", "ratio")
-    for row in rows:
-        table.add_row(
-            row["name"], f"{row['baseline']:.4g}", f"{row['value']:.4g}", row["unit"],
-            f"{row['ratio']:.1f}x",
-        )  # fmt: skip
+    for f in figures:
+        table.add_row(f.name, f"{f.baseline:.4g}", f"{f.value:.4g}", f.unit, f"{f.ratio:.2f}x")
     Console().print(table)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from stop.errors import BadInput, ModelError
 from stop.llm import register_backend
-from stop.llm.base import Completion, ModelSettings, Prompt
+from stop.llm.base import BatchFailure, Completion, ModelSettings, Prompt
+from stop.llm.batch_decode import BatchDecoder
 
 log = logging.getLogger(__name__)
 _FENCE = "```"
@@ -81,37 +82,107 @@ class LocalBackend:
             n_threads=os.cpu_count() or 1,
             verbose=False,
         )
+        self._decoder: BatchDecoder | None = None  # built at the first batch of samples
 
     def generate(self, prompts: list[Prompt]) -> list[Completion]:
+        """Samples of one prompt (differing only in `sample`) are decoded together;
+        a prompt alone takes create_completion's path."""
+        outcome_of: dict[int, Completion | ModelError] = {}
         # One llama context serves one request at a time; meta-utility tests run in threads.
         with self._lock:
-            return [self._one(prompt) for prompt in prompts]
+            for indexes in _groups(prompts):
+                outcomes: list[Completion | ModelError]
+                try:
+                    if len(indexes) == 1:
+                        outcomes = [self._one(prompts[indexes[0]])]
+                    else:
+                        outcomes = list(self._together([prompts[i] for i in indexes]))
+                except ModelError as exc:
+                    outcomes = [exc] * len(indexes)
+                outcome_of.update(zip(indexes, outcomes, strict=True))
+        results = [outcome_of[i] for i in range(len(prompts))]
+        completions = [r for r in results if isinstance(r, Completion)]
+        if len(completions) < len(results):
+            # The groups that came back are kept (LanguageModel caches them).
+            raise BatchFailure(results)
+        return completions
 
-    def _one(self, prompt: Prompt) -> Completion:
-        text = format_prompt(prompt)
+    def prompt_tokens(self, prompt: Prompt) -> list[int]:
+        """The tokens the model reads for this prompt."""
+        tokens = self.llm.tokenize(format_prompt(prompt).encode())
         # Leave room for the answer: a prompt longer than the window loses its start.
-        tokens = self.llm.tokenize(text.encode())
         room = self.llm.n_ctx() - prompt.max_tokens
         if len(tokens) > room:
             tokens = tokens[-room:]
+        return tokens
+
+    def _one(self, prompt: Prompt) -> Completion:
+        tokens = self.prompt_tokens(prompt)
         try:
             result = self.llm.create_completion(
                 tokens,
                 max_tokens=prompt.max_tokens,
                 temperature=prompt.temperature,
-                seed=prompt.seed * 1000 + prompt.sample,
+                seed=sample_seed(prompt),
                 stop=[_FENCE],
             )
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{self.id}: {exc}") from exc
-        body = result["choices"][0]["text"]
+        choice = result["choices"][0]
         usage = result.get("usage") or {}
-        return Completion(
-            # Re-attach the fence the prompt opened, so the reply reads as a code block.
-            text=f"{_FENCE}python\n{body.strip(chr(10))}\n{_FENCE}\n",
-            prompt_tokens=usage.get("prompt_tokens", len(tokens)),
-            completion_tokens=usage.get("completion_tokens", 0),
+        return _completion(
+            choice["text"],
+            usage.get("prompt_tokens", len(tokens)),
+            usage.get("completion_tokens", 0),
+            choice.get("finish_reason"),
         )
+
+    def _together(self, prompts: list[Prompt]) -> list[Completion]:
+        """Samples of one prompt, in multi-sequence batches (stop/llm/batch_decode.py)."""
+        first = prompts[0]
+        tokens = self.prompt_tokens(first)
+        try:
+            if self._decoder is None:
+                self._decoder = BatchDecoder(self.llm)
+            size = self._decoder.capacity(len(tokens), first.max_tokens)
+            draws = []
+            for start in range(0, len(prompts), size):
+                seeds = [sample_seed(p) for p in prompts[start : start + size]]
+                draws += self._decoder.sample(
+                    tokens, seeds, first.temperature, first.max_tokens, _FENCE
+                )
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{self.id}: {exc}") from exc
+        log.debug("%d samples of one prompt decoded together", len(prompts))
+        return [
+            _completion(d.text, len(tokens), d.completion_tokens, d.finish_reason) for d in draws
+        ]
+
+
+def sample_seed(prompt: Prompt) -> int:
+    """The sampler's seed: distinct per sample, the same in every run of one seed."""
+    return prompt.seed * 1000 + prompt.sample
+
+
+def _groups(prompts: list[Prompt]) -> list[list[int]]:
+    """Indexes of prompts that differ only in `sample`, in order of first appearance."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, p in enumerate(prompts):
+        key = (p.expertise, p.message, p.temperature, p.max_tokens, p.seed)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _completion(
+    body: str, prompt_tokens: int, completion_tokens: int, finish_reason: str | None
+) -> Completion:
+    return Completion(
+        # Re-attach the fence the prompt opened, so the reply reads as a code block.
+        text=f"{_FENCE}python\n{body.strip(chr(10))}\n{_FENCE}\n",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        finish_reason=finish_reason,
+    )
 
 
 @register_backend("local")
