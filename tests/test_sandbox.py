@@ -161,7 +161,7 @@ def test_outputs_one_per_input_with_times():
     assert value["outputs"] == [3, 30, "xy"]
     assert len(value["times"]) == 3
     assert all(isinstance(t, float) and t >= 0 for t in value["times"])
-    assert result.returncode == 0
+    assert result.returncode in (0, None)  # None: a pooled child, not waited for once done
     assert result.error is None
 
 

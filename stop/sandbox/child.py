@@ -72,6 +72,7 @@ def serve(rfd: int, wfd: int) -> None:
     isolation = confine(job["confine"], isolated)
     chan.send({"type": "confined", "isolation": isolation})
     value = run(job["payload"], chan)
-    chan.send({"type": "result", "body": value})
+    # Flushed first: once the result is sent, the host may take the output and move on.
     sys.stdout.flush()
     sys.stderr.flush()
+    chan.send({"type": "result", "body": value})

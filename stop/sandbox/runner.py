@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from stop.errors import SandboxError
-from stop.sandbox import reaper, slots
+from stop.sandbox import pool, reaper, slots
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class SandboxResult(BaseModel):
     stdout: str = ""
     stderr: str = ""
     wall_s: float
-    returncode: int | None = None
+    returncode: int | None = None  # None: a pooled child that replied, not waited for
     isolation: list[str] = []
 
 
@@ -212,8 +212,13 @@ def _run(
     status, value, error, isolation = _converse(chan, job, rpc)
     if isolation and "netns" not in isolation:
         _warn_once("no network namespace available: sandboxed code can use the network")
-    if status == "ok":
-        # The reply is in; give the child a moment to exit on its own.
+    # A pooled child ends with os._exit right after its result, its output flushed before
+    # it: nothing of its job can run, fail or hang after the result, so the host takes
+    # it and moves on (returncode None: not waited for; the sweep reaps it). A fresh
+    # interpreter still shuts down after the result (threads, exit handlers): it is
+    # given a moment to exit on its own, and its status is checked.
+    waits = status != "ok" or not isinstance(proc, pool.PooledChild)
+    if status == "ok" and waits:
         try:
             proc.wait(timeout=max(0.0, min(2.0, start + limits.wall_s - time.monotonic())))
         except subprocess.TimeoutExpired:
@@ -221,8 +226,8 @@ def _run(
     if status == "timeout":
         error = f"timed out after {limits.wall_s:g} s; killed"
     reaper.kill_group(proc.pid)
-    returncode = proc.wait()
-    if status == "ok" and returncode != 0:
+    returncode = proc.wait() if waits else proc.poll()
+    if status == "ok" and returncode not in (0, None):
         status, error = "crash", _describe_exit(returncode)
     if status == "crash" and error is None:
         error = _describe_exit(returncode)

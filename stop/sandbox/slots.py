@@ -111,14 +111,13 @@ def _start_fresh(
 
 
 def release(slot: Slot) -> None:
-    """Kill the slot's process group now; kill the rest of what runs under its user id
-    and remove what it left just after, on the sweeper thread (`settle` waits for it).
+    """Kill the slot's process group now; reap it, kill the rest of what runs under its
+    user id and remove what it left just after, on the sweeper thread (`settle` waits).
     The uid is never handed out again meanwhile, and the child's session, which holds
     all it started unless it escaped with setsid, is gone before this returns."""
     if slot.proc.poll() is None:
         reaper.kill_group(slot.proc.pid)
         slot.proc.kill()
-        slot.proc.wait()
     global _sweeper
     with _sweeper_lock:
         if _sweeper is None:
@@ -144,6 +143,7 @@ def _sweep_forever() -> None:
 
 
 def _sweep(slot: Slot) -> None:
+    slot.proc.wait()  # killed in `release`; reaped (or reported by its warm parent) here
     reaper.kill_group(slot.proc.pid)
     if slot.uid is not None:
         reaper.kill_uid(slot.uid)
