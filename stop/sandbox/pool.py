@@ -100,7 +100,7 @@ class Zygote:
         self._ids = itertools.count()
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the two tables below
-        self._spawned: dict[int, list] = {}  # request id -> [event, pid]
+        self._spawned: dict[int, list] = {}  # request id -> [event, its PooledChild]
         self._children: dict[int, PooledChild] = {}
         self._early: dict[int, int] = {}  # exits reported before the spawn reply was read
         threading.Thread(target=self._read, name="sandbox-pool", daemon=True).start()
