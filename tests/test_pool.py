@@ -18,6 +18,7 @@ import pytest
 
 from stop.sandbox import pool, slots
 from stop.sandbox.runner import Limits, run_job
+from tests.test_hostile import live_processes
 
 ROOT = os.geteuid() == 0
 FAST = Limits(wall_s=5)
@@ -118,11 +119,7 @@ def test_pooled_timeout_kills_everything_the_child_started():
     assert time.monotonic() - started < 20  # a kill happened (loose bound, not a timing test)
     if ROOT:
         uid = int(next(i for i in result.isolation if i.startswith("uid=")).split("=")[1])
-        alive = [
-            p for p in os.listdir("/proc")
-            if p.isdigit() and _owner(p) == uid and not _zombie(p)
-        ]  # fmt: skip
-        assert alive == []
+        assert live_processes({uid}) == []
 
 
 def _owner(pid: str) -> int | None:
@@ -222,6 +219,7 @@ HOST = """
 import sys, textwrap
 sys.path.insert(0, {root!r})
 from stop.sandbox.runner import Limits, run_job
+from tests.test_hostile import live_processes
 print("ready", flush=True)
 run_job("call", {{"code": "def f():\\n    while True:\\n        pass\\n", "entry": "f",
                  "inputs": [[]]}}, Limits(wall_s=60), use_pool={pool})

@@ -85,7 +85,7 @@ def improve(
     from stop.improve import improve as run_improve
     from stop.llm import ModelSettings, choose_backend
     from stop.sandbox import executor as executors
-    from stop.sandbox.ray_executor import open_executor
+    from stop.sandbox.executor import open_executor
     from stop.utility import UtilityOptions
 
     backend = BackendName(

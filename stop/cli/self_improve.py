@@ -65,7 +65,7 @@ def self_improve_command(
     from stop.llm import ModelSettings, choose_backend
     from stop.meta import BudgetPerTest
     from stop.sandbox import executor as executors
-    from stop.sandbox.ray_executor import open_executor
+    from stop.sandbox.executor import open_executor
     from stop.self_improve import (
         SelfImproveConfig,
         circumvention_rate,

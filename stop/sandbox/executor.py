@@ -10,9 +10,11 @@ to the host and go out through `evaluate` like any other.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from stop.errors import BadInput
 from stop.sandbox.runner import Limits, SandboxResult, run_job
 
 
@@ -41,6 +43,26 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
+
+
+def open_executor(name: str, address: str | None) -> Executor:
+    """The executor the CLI's `--executor NAME --ray-address ADDRESS` ask for; Ray is
+    imported only when asked for."""
+    if name == "local":
+        if address:
+            raise BadInput("--ray-address needs --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        address = address or os.environ.get("RAY_ADDRESS")
+        if not address:
+            raise BadInput(
+                "--executor ray needs the cluster's address: --ray-address HOST:PORT "
+                "(or the RAY_ADDRESS environment variable)"
+            )
+        from stop.sandbox.ray_executor import RayExecutor
+
+        return RayExecutor(address)
+    raise BadInput(f"unknown executor {name!r}; executors: local, ray")
 
 
 _current: Executor = LocalExecutor()

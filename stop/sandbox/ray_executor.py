@@ -29,7 +29,6 @@ import time
 from typing import Any
 
 from stop.errors import BadInput, SandboxError
-from stop.sandbox.executor import Executor, LocalExecutor
 from stop.sandbox.runner import Limits, SandboxResult
 
 log = logging.getLogger(__name__)
@@ -41,23 +40,6 @@ RETRIES = 2  # extra runs of a task whose worker or node died
 # CPU: a busy cluster queues tasks, and a queued task is not a lost one.
 START_SLACK_S = 60.0
 QUEUE_SLACK_S = 600.0
-
-
-def open_executor(name: str, address: str | None) -> Executor:
-    """The executor the CLI's `--executor NAME --ray-address ADDRESS` ask for."""
-    if name == "local":
-        if address:
-            raise BadInput("--ray-address needs --executor ray")
-        return LocalExecutor()
-    if name == "ray":
-        address = address or os.environ.get("RAY_ADDRESS")
-        if not address:
-            raise BadInput(
-                "--executor ray needs the cluster's address: --ray-address HOST:PORT "
-                "(or the RAY_ADDRESS environment variable)"
-            )
-        return RayExecutor(address)
-    raise BadInput(f"unknown executor {name!r}; executors: local, ray")
 
 
 def _run_job_remote(
