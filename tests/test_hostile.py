@@ -5,8 +5,9 @@ Candidates are scored by the speed utility built from examples/fib.py (its own w
 asserts its own outcome, then the invariants every case shares:
 
 - the host survives and the run completes (the result is saved);
-- no process of a sandbox user id this case used is left, no temporary directory, no
-  file of that user in a world-writable place, no System V IPC object of that user;
+- no process of a sandbox's jail (its PID namespace) is left, no temporary directory;
+  as root also no process of a sandbox user id this case used, no file of that user in
+  a world-writable place, no System V IPC object of that user;
 - no file outside the sandbox changed: canaries in /tmp and in the test's private
   directory, the target, the package, and paths under /, /etc, /root the cases try;
 - nobody connected to the host's loopback listener;
@@ -44,13 +45,11 @@ from stop.llm import ModelSettings
 from stop.sandbox import executor, reaper, slots
 from stop.sandbox.runner import SandboxResult
 from stop.utility import Evaluation, Target, UtilityOptions
+from tests import jailcheck
 from tests.conftest import FIB
 from tests.hostile.corpus import CANDIDATES, IMPROVERS, MEMO_REPLY, PROBES, Case, render
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0,
-    reason="the sandbox's guarantees (a private user id per sandbox) hold only as root",
-)
+ROOT = os.geteuid() == 0
 
 TIMEOUT_S = 2.0  # per candidate evaluation: the time limit every hang runs into
 WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
@@ -185,16 +184,20 @@ class World:
     def check(self, produced: list[str]) -> None:
         """The invariants every case shares; `produced` is what the product returned."""
         slots.shutdown()  # spare sandboxes made during the case hold folders of their own
-        uids = self.uids
-        assert uids, "no sandbox ran: the case did not go through the sandbox"
-        assert all(200_000 <= u < 300_000 for u in uids), uids
-        left = survivors(uids)
-        assert not left, f"processes of the sandbox users survived: {left}"
+        assert self.results, "no sandbox ran: the case did not go through the sandbox"
+        jails = {jailcheck.pid_namespace(r) for r in self.results if r.isolation}
+        left = jailcheck.survivors(jails)
+        assert not left, f"processes of the sandboxes' jails survived: {left}"
         assert not [d for d in self.host_dirs if os.path.exists(d)], self.host_dirs
-        assert not leftover_files(uids), leftover_files(uids)
-        assert not ipc_objects(uids), (
-            f"System V IPC objects outlived the sandbox: {ipc_objects(uids)}"
-        )
+        if ROOT:
+            uids = self.uids
+            assert uids and all(200_000 <= u < 300_000 for u in uids), uids
+            left = survivors(uids)
+            assert not left, f"processes of the sandbox users survived: {left}"
+            assert not leftover_files(uids), leftover_files(uids)
+            assert not ipc_objects(uids), (
+                f"System V IPC objects outlived the sandbox: {ipc_objects(uids)}"
+            )
         for path, before in self.watched.items():
             assert _fingerprint(path) == before, f"{path} changed"
         assert set(os.listdir(self.tmp)) == self.tmp_entries, "the host's directory changed"

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from stop.sandbox import pool, slots
+from stop.sandbox import jail, pool, slots
 from stop.sandbox.runner import Limits, run_job
-from tests.test_hostile import live_processes
+from tests import jailcheck
 
 ROOT = os.geteuid() == 0
 FAST = Limits(wall_s=5)
@@ -27,7 +27,7 @@ PROBE = """
 import os, resource
 def f():
     try:
-        import socket  # not readable once unprivileged, unless preloaded: in both paths
+        import socket
         socket.create_connection(("127.0.0.1", 22), timeout=0.5)
         net = "open"
     except Exception as exc:
@@ -36,7 +36,7 @@ def f():
         "uid": os.getuid() != 0,
         "env": sorted(os.environ),
         "cwd_empty": os.listdir(".") == [],
-        "cwd_is_home": os.getcwd() == os.environ.get("HOME"),
+        "cwd": os.getcwd(),
         "net": net,
         "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "as": resource.getrlimit(resource.RLIMIT_AS)[0],
@@ -60,7 +60,8 @@ def test_pooled_child_is_confined_like_a_fresh_one(monkeypatch):
     assert fresh.status == pooled.status == "ok", (fresh.error, pooled.error)
     assert pooled.value["outputs"] == fresh.value["outputs"]
     found = pooled.value["outputs"][0]
-    assert found["secret_visible"] is False and found["cwd_empty"] and found["cwd_is_home"]
+    assert found["secret_visible"] is False and found["cwd_empty"]
+    assert found["cwd"] == jail.WORKDIR
     assert found["net"] != "open"
     assert [i.split("=")[0] for i in pooled.isolation] == [i.split("=")[0] for i in fresh.isolation]
     if ROOT:
@@ -68,14 +69,21 @@ def test_pooled_child_is_confined_like_a_fresh_one(monkeypatch):
         assert found["uid"]
 
 
-def test_each_pooled_child_gets_its_own_uid_and_directory():
-    code = "import os\ndef f():\n    return [os.getuid(), os.getcwd()]\n"
+def test_each_pooled_child_gets_its_own_jail():
+    code = """
+import os
+def f():
+    found = os.listdir(".") + os.listdir("/tmp")
+    open("mine", "w").close()
+    open("/tmp/mine", "w").close()
+    return found
+"""
     first, second = call(code, True), call(code, True)
-    a, b = first.value["outputs"][0], second.value["outputs"][0]
-    assert a[1] != b[1]
+    assert first.value["outputs"] == second.value["outputs"] == [[]]
+    assert jailcheck.pid_namespace(first) != jailcheck.pid_namespace(second)
     if ROOT:
-        assert a[0] != b[0]
-    assert not os.path.exists(a[1])  # removed after the run
+        uids = [[i for i in r.isolation if i.startswith("uid=")] for r in (first, second)]
+        assert uids[0] != uids[1]
 
 
 def test_warm_parent_holds_no_secret(monkeypatch):
@@ -117,9 +125,7 @@ def test_pooled_timeout_kills_everything_the_child_started():
     slots.settle()
     assert result.status == "timeout"
     assert time.monotonic() - started < 20  # a kill happened (loose bound, not a timing test)
-    if ROOT:
-        uid = int(next(i for i in result.isolation if i.startswith("uid=")).split("=")[1])
-        assert live_processes({uid}) == []
+    assert jailcheck.survivors({jailcheck.pid_namespace(result)}) == []
 
 
 def _owner(pid: str) -> int | None:
@@ -154,21 +160,26 @@ def test_killed_warm_parent_fails_the_job_in_flight_and_restarts():
     assert pool._zygotes[False].pid != zygote_pid
 
 
-def test_killed_pooled_child_is_a_crash():
-    """A sandbox child killed from outside (as the OOM killer would) is a failed
-    evaluation, reported once; the pool goes on."""
+@pytest.mark.parametrize("which", ["keeper", "init"])
+def test_killed_pooled_child_is_a_crash(monkeypatch, which):
+    """A sandbox child killed from outside (as the OOM killer would), its jail's keeper
+    or its init, is a failed evaluation, reported once; the pool goes on."""
     assert call("def f():\n    return 1\n", True).status == "ok"
+    slots.discard_spares()
+    monkeypatch.setattr(slots, "SPARES", 0)  # the running child is the only one
     zygote = pool._zygotes[False]
     slow = "import time\ndef f():\n    time.sleep(3)\n    return 1\n"
     results = []
     thread = threading.Thread(target=lambda: results.append(call(slow, True, Limits(wall_s=20))))
     thread.start()
-    time.sleep(1.0)  # confined and running; a spare waits beside it, still unconfined
-    running = [pid for pid in list(zygote._children) if _owner(str(pid)) != os.geteuid()]
-    if not ROOT:
-        pytest.skip("without root the running child and the spare share a user id")
-    (pid,) = running
-    os.kill(pid, signal.SIGKILL)
+    time.sleep(1.0)  # confined and running
+    (keeper,) = list(zygote._children)
+    if which == "keeper":
+        os.kill(keeper, signal.SIGKILL)
+    else:
+        with open(f"/proc/{keeper}/task/{keeper}/children") as children:
+            (init,) = [int(pid) for pid in children.read().split()]
+        os.kill(init, signal.SIGKILL)
     thread.join(30)
     assert len(results) == 1 and results[0].status == "crash"
     assert "SIGKILL" in (results[0].error or "")
@@ -262,7 +273,7 @@ def test_a_killed_host_takes_its_sandboxes_and_their_workers_with_it(use_pool):
         while time.monotonic() < deadline:  # until the worker runs the candidate
             below = _descendants(host.pid)
             if any(_owner(str(p)) not in (None, 0) and not _zombie(str(p)) for p in below):
-                if len(below) >= (3 if use_pool else 2):
+                if len(below) >= (4 if use_pool else 3):  # (zygote,) keeper, init, worker
                     break
             time.sleep(0.1)
         time.sleep(0.5)

@@ -21,13 +21,38 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 
+# Commands that run untrusted code: they check at start that a jail can be built.
+_SANDBOXING = {"improve", "self-improve", "compare", "transfer", "bench"}
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens.")) -> None:
+def _root(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens."),
+    weak_sandbox: bool = typer.Option(
+        False,
+        "--weak-sandbox",
+        envvar="STOP_WEAK_SANDBOX",
+        help="Where no jail can be built (no user namespaces), run untrusted code anyway, "
+        "with limits and namespaces where they can be had: it can read your files. "
+        "Recorded in the run.",
+    ),
+) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
+    from stop.sandbox import jail
+
+    jail.weak_allowed = weak_sandbox
+    if ctx.invoked_subcommand in _SANDBOXING and jail.sandbox_kind() == "weak":
+        err_console.print(
+            "[yellow]warning:[/] weak sandbox: no jail can be built here "
+            f"({jail.unavailable()}); untrusted code can read your files",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _register() -> None:

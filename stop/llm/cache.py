@@ -25,7 +25,6 @@ class ResponseCache:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.chmod(0o700)  # prompts and answers are the host's, not sandboxed code's
         self._lock = threading.Lock()
         # timeout: several stop processes may share one cache file
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)

@@ -33,7 +33,7 @@ _BLOCKED = {
     "os.kill": "signal a process",
     "os.killpg": "signal a process group",
 }
-# Blocked outside the working directory: changing the file system.
+# Blocked outside the sandbox's private folders: changing the file system.
 _FILE_CHANGES = {
     "os.remove",
     "os.rename",
@@ -66,25 +66,26 @@ def _note(text: str) -> None:
         findings.append(text)
 
 
-def _inside(path: object, workdir: str) -> bool:
+def _inside(path: object, writable: tuple[str, ...]) -> bool:
     if isinstance(path, int):
         return True  # an already open descriptor
     try:
         full = os.path.realpath(os.fsdecode(path))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-    return full == workdir or full.startswith(workdir + os.sep)
+    return any(full == folder or full.startswith(folder + os.sep) for folder in writable)
 
 
-def install(workdir: str) -> None:
-    """Install the hook for the rest of this process's life (and its forks).
+def install(writable: tuple[str, ...]) -> None:
+    """Install the hook for the rest of this process's life (and its forks); file
+    changes are allowed inside the folders `writable` (the sandbox's private ones).
 
     The hook works from copies it closes over, so code that rewrites this module's
     tables or functions afterwards changes nothing.
     """
     if not enabled:
         return
-    workdir = os.path.realpath(workdir)
+    writable = tuple(os.path.realpath(folder) for folder in writable)
     blocked = tuple(_BLOCKED.items())
     blocked_names = frozenset(_BLOCKED)
     file_changes = frozenset(_FILE_CHANGES)
@@ -100,12 +101,12 @@ def install(workdir: str) -> None:
             mode = args[1] if len(args) > 1 and isinstance(args[1], str) else "r"
             flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
             writes = any(c in mode for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR)
-            if writes and not inside(args[0], workdir):
+            if writes and not inside(args[0], writable):
                 note(f"blocked: write outside the working directory ({args[0]!s:.80})")
                 raise PermissionError(
                     "blocked by the stop sandbox: write outside the working directory"
                 )
-        elif event in file_changes and args and not inside(args[0], workdir):
+        elif event in file_changes and args and not inside(args[0], writable):
             note(f"blocked: {event} outside the working directory ({args[0]!s:.80})")
             raise PermissionError(
                 f"blocked by the stop sandbox: {event} outside the working directory"

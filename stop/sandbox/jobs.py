@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any
 
-from stop.sandbox import guard
+from stop.sandbox import guard, jail
 from stop.sandbox.confine import die_with_parent
 from stop.sandbox.proxies import LanguageModelProxy, UtilityProxy
 
@@ -113,10 +113,16 @@ def _time_in_worker(code: Any, entry: str, args: list) -> dict:
 _READY = b"R"
 
 
+def _writable() -> tuple[str, ...]:
+    """The folders the guard lets the job change: in a jail, all of its private ones."""
+    cwd = os.getcwd()
+    return jail.SCRATCH if cwd == jail.WORKDIR else (cwd,)
+
+
 def _seed_random() -> None:
     """The same program on the same input gives the same answer, every run."""
     random.seed(0)
-    numpy_random = sys.modules.get("numpy.random")  # only if preloaded: it cannot load now
+    numpy_random = sys.modules.get("numpy.random")  # loaded: jobs that use numpy preload it
     if numpy_random is not None:
         numpy_random.seed(0)
 
@@ -176,7 +182,7 @@ def _worker(
             _seed_random()
             if timed:
                 _prefault()
-            guard.install(os.getcwd())
+            guard.install(_writable())
             os.write(w, _READY)
             os.read(control_r, 1)  # sleep while the parent reads our CPU clock
             try:
@@ -362,7 +368,7 @@ def improve_job(payload: dict, chan: Any) -> dict:
         return {"outcome": "syntax_error", "error": f"line {getattr(exc, 'lineno', '?')}: {exc}"}
     language_model = LanguageModelProxy(chan, **payload["language_model"])
     utility = UtilityProxy(chan, **payload["utility"])
-    guard.install(os.getcwd())
+    guard.install(_writable())
     reply = _improve(code, payload["initial_solution"], utility, language_model)
     reply["findings"] = list(guard.findings)
     return reply

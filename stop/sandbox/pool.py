@@ -105,12 +105,14 @@ class Zygote:
         self._early: dict[int, int] = {}  # exits reported before the spawn reply was read
         threading.Thread(target=self._read, name="sandbox-pool", daemon=True).start()
 
-    def spawn(self, fds: tuple[int, int, int, int], cwd: str, env: dict[str, str]) -> PooledChild:
+    def spawn(
+        self, fds: tuple[int, int, int, int], setup: dict, env: dict[str, str]
+    ) -> PooledChild:
         request_id = next(self._ids)
         waiter = [threading.Event(), None]
         with self._lock:
             self._spawned[request_id] = waiter
-        message = json.dumps({"id": request_id, "cwd": cwd, "env": env}).encode()
+        message = json.dumps({"id": request_id, "setup": setup, "env": env}).encode()
         try:
             with self._send_lock:
                 socket.send_fds(self.sock, [message], list(fds))
@@ -173,7 +175,7 @@ _zygote_lock = threading.Lock()
 
 
 def fork_child(
-    numpy: bool, fds: tuple[int, int, int, int], cwd: str, env: dict[str, str]
+    numpy: bool, fds: tuple[int, int, int, int], setup: dict, env: dict[str, str]
 ) -> tuple[PooledChild, int]:
     """Fork a sandbox child from the warm parent of its kind (started, or restarted after
     it died); the child and the pid of its parent, to which its death signal is tied.
@@ -184,13 +186,13 @@ def fork_child(
             if zygote is not None:
                 zygote.close()
             zygote = _zygotes[numpy] = Zygote(_zygote_env(), numpy)
-    return zygote.spawn(fds, cwd, env), zygote.pid
+    return zygote.spawn(fds, setup, env), zygote.pid
 
 
 def _zygote_env() -> dict[str, str]:
     from stop.sandbox.slots import child_env
 
-    return child_env("/")
+    return child_env(None)
 
 
 def _forget_in_child() -> None:

@@ -22,13 +22,13 @@ local executor never load it.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
 from typing import Any
 
 from stop.errors import BadInput, SandboxError
+from stop.sandbox import jail
 from stop.sandbox.runner import Limits, SandboxResult
 
 log = logging.getLogger(__name__)
@@ -43,20 +43,24 @@ QUEUE_SLACK_S = 600.0
 
 
 def _run_job_remote(
-    kind: str, payload: dict[str, Any], limits: dict[str, Any], preload: list[str]
+    kind: str, payload: dict[str, Any], limits: dict[str, Any], preload: list[str], weak: bool
 ) -> dict[str, Any]:
-    """Runs on a Ray worker. Plain data in and out: the driver rebuilds the models, so the
-    two ends need the same stop version, not the same pickled classes."""
+    """Runs on a Ray worker, in a jail of the worker's own. Plain data in and out: the
+    driver rebuilds the models, so the two ends need the same stop version, not the
+    same pickled classes. `weak`: the driver's --weak-sandbox."""
+    from stop.sandbox import jail
     from stop.sandbox.runner import Limits, run_job
 
+    jail.weak_allowed = weak
     return run_job(kind, payload, Limits(**limits), preload=tuple(preload)).model_dump()
 
 
 def _probe() -> dict[str, Any]:
     """Runs on a Ray worker: what the driver needs to know about the nodes."""
     import stop
+    from stop.sandbox import jail
 
-    return {"version": stop.__version__, "root": os.geteuid() == 0, "node": socket.gethostname()}
+    return {"version": stop.__version__, "jail": jail.unavailable(), "node": socket.gethostname()}
 
 
 def _import_ray() -> Any:
@@ -152,7 +156,7 @@ class RayExecutor:
             ) from error
 
     def _check_workers(self, deadline: float) -> None:
-        """One probe task: the workers run this stop, and whether they can drop privileges."""
+        """One probe task: the workers run this stop, and can build its jail."""
         ray = self._ray
         # No CPU asked: a cluster busy with other work still answers the probe.
         ref = ray.remote(_probe).options(num_cpus=0, max_retries=1).remote()
@@ -175,11 +179,10 @@ class RayExecutor:
                 f"the Ray workers run stop {info['version']}, this is stop {stop.__version__}: "
                 "install the same version on every node"
             )
-        if not info["root"]:
-            log.warning(
-                "ray: the workers on %s do not run as root: sandboxed code keeps their user "
-                "id and can read their files (start Ray as root for the full sandbox)",
-                info["node"],
+        if info["jail"] and not jail.weak_allowed:
+            raise jail.JailError(
+                f"the Ray workers on {info['node']} cannot build the sandbox's jail "
+                f"({info['jail']}); --weak-sandbox runs untrusted code there without it"
             )
         log.info("ray: connected to %s", self.address)
 
@@ -188,7 +191,9 @@ class RayExecutor:
     ) -> SandboxResult:
         ray = self._ray
         started = time.monotonic()
-        ref = self._task.remote(kind, payload, limits.model_dump(), list(preload))
+        ref = self._task.remote(
+            kind, payload, limits.model_dump(), list(preload), jail.weak_allowed
+        )
         runs = self.retries + 1
         timeout = self.queue_slack_s + runs * (limits.wall_s + self.start_slack_s)
         lost = (

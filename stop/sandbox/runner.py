@@ -1,9 +1,10 @@
 """Host side of the sandbox: start a child, talk to it over pipes, kill all it started.
 
-The child (stop/sandbox/child.py) confines itself before it runs any untrusted code:
-resource limits, a private network namespace, and, when we are root, a user id of its
-own. The host owns the wall clock: at the deadline it kills the child's process group
-and every process left running under the child's user id.
+The child (stop/sandbox/child.py) builds its jail (stop/sandbox/jail.py: user, mount,
+PID, network and IPC namespaces, a filesystem of its own) and confines itself before it
+runs any untrusted code: resource limits, no capabilities, no_new_privs, and when we
+are root a user id of its own. The host owns the wall clock: at the deadline it kills
+the jail's init, and with it every process in the jail.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from stop.errors import SandboxError
-from stop.sandbox import pool, reaper, slots
+from stop.sandbox import jail, pool, reaper, slots
 
 log = logging.getLogger(__name__)
 
@@ -157,23 +158,29 @@ def run_job(
     preload: tuple[str, ...] = (),
     guard: bool = True,
     use_pool: bool | None = None,
+    read_paths: tuple[str, ...] = (),
 ) -> SandboxResult:
     """Run job `kind` (see stop/sandbox/jobs.py) in a fresh confined child.
 
     `rpc` answers the child's requests (the improver's language-model and utility calls);
-    `preload` names modules the child imports before it drops its privileges;
+    `preload` names modules the child imports before the job's code runs (so that their
+    import is not timed; anything installed imports inside as well);
     `guard=False` leaves out the audit-hook guard (to test the walls beneath it);
     `use_pool` forks the child from the warm pool (default: `POOL`) instead of starting
-    a new interpreter.
+    a new interpreter; `read_paths` are host files or folders the job may read.
+
+    Raises JailError if no jail can be built here (and the weak sandbox was not asked
+    for): that is never scored as the candidate's failure.
     """
     use_pool = POOL if use_pool is None else use_pool
-    if os.geteuid() != 0:
-        _warn_once("not running as root: sandboxed code keeps your user id and can read your files")
+    if jail.weak():
+        _warn_once("weak sandbox (--weak-sandbox): no jail; sandboxed code can read your files")
     numpy = any(name.split(".")[0] == "numpy" for name in preload)
+    kind_of_slot = slots.Kind(numpy, tuple(os.path.realpath(p) for p in read_paths))
     try:
-        slot = slots.take(numpy) if use_pool else slots.make(False, numpy)
+        slot = slots.take(kind_of_slot) if use_pool else slots.make(False, kind_of_slot)
     except SandboxError as exc:
-        if not use_pool:
+        if not use_pool or isinstance(exc, jail.JailError):
             raise
         # Scored as a failed evaluation; the next sandbox starts a new pool.
         log.warning("sandbox: %s", exc)
@@ -209,7 +216,7 @@ def _run(
             **limits.model_dump(),
         },
     }
-    status, value, error, isolation = _converse(chan, job, rpc)
+    status, value, error, isolation = _converse(chan, job, rpc, slot)
     if isolation and "netns" not in isolation:
         _warn_once("no network namespace available: sandboxed code can use the network")
     # A pooled child ends with os._exit right after its result, its output flushed before
@@ -218,13 +225,16 @@ def _run(
     # interpreter still shuts down after the result (threads, exit handlers): it is
     # given a moment to exit on its own, and its status is checked.
     waits = status != "ok" or not isinstance(proc, pool.PooledChild)
-    if status == "ok" and waits:
+    # The channel closed without a result: the jail's init has ended, and its keeper
+    # follows it within moments; its exit status says why.
+    if (status == "ok" and waits) or (status == "crash" and error is None):
         try:
             proc.wait(timeout=max(0.0, min(2.0, start + limits.wall_s - time.monotonic())))
         except subprocess.TimeoutExpired:
             status, error = "timeout", None
     if status == "timeout":
         error = f"timed out after {limits.wall_s:g} s; killed"
+    slot.kill_jail()
     reaper.kill_group(proc.pid)
     returncode = proc.wait() if waits else proc.poll()
     if status == "ok" and returncode not in (0, None):
@@ -244,9 +254,10 @@ def _run(
 
 
 def _converse(
-    chan: _Channel, job: dict[str, Any], rpc: Rpc | None
+    chan: _Channel, job: dict[str, Any], rpc: Rpc | None, slot: slots.Slot
 ) -> tuple[str, Any, str | None, list[str]]:
-    """Send the job, answer requests, and return (status, value, error, isolation)."""
+    """Send the job, answer requests, and return (status, value, error, isolation).
+    Raises JailError if the child says, first, that it could not build its jail."""
     if not chan.send(job):
         return "crash", None, None, []
     isolation: list[str] = []
@@ -260,9 +271,12 @@ def _converse(
         if message == "oversized" or not isinstance(message, dict):
             return "crash", None, "sent a malformed or oversized message", isolation
         kind = message.get("type")
+        if kind == "jail_failed" and first:
+            raise jail.JailError(str(message.get("error"))[:500])
         if kind == "confined" and first:
             # Only the trusted start-up code sends this, and only as its first message.
-            isolation = [str(x) for x in message.get("isolation", [])][:8]
+            isolation = [str(x) for x in message.get("isolation", [])][:12]
+            slot.jailed(message.get("pid"))
             first = False
             continue
         first = False

@@ -22,7 +22,7 @@ from stop.sandbox import child
 
 # Loaded once here, so that no pooled child pays for them: what a fresh child loads (its
 # common modules and the sandbox's own) and what the downstream tasks preload (task.py).
-SANDBOX = ("stop.sandbox.jobs", "stop.sandbox.guard", "stop.sandbox.confine")
+SANDBOX = ("stop.sandbox.jobs", "stop.sandbox.guard", "stop.sandbox.confine", "stop.sandbox.jail")
 NUMPY = ("numpy", "numpy.random", "numpy.linalg")
 MAX_MESSAGE = 1 << 16
 
@@ -33,7 +33,7 @@ def main() -> None:
     # unprivileged user cannot read. So the zygote notes what its children may keep, and
     # loads its own modules (socket) after that. Jobs that preload numpy get a zygote of
     # their own ("numpy" argument); the others fork from a smaller one, which is faster.
-    child.preload((*child._COMMON, *SANDBOX))
+    child.preload((*child.COMMON, *SANDBOX))
     if sys.argv[2] == "numpy":
         child.preload(NUMPY)
     modules = frozenset(sys.modules) - {__name__}
@@ -60,6 +60,7 @@ def main() -> None:
             if not data:  # the host is gone; our children die with us (PDEATHSIG)
                 os._exit(0)
             request = json.loads(data)
+            request["setup"]["host_pid"] = os.getpid()  # the child dies with us
             pid = os.fork()
             if pid == 0:
                 _become_child(request, fds, sock, (wake_r, wake_w), modules)
@@ -102,13 +103,12 @@ def _become_child(
         os.dup2(err, 2)
         for fd in (devnull, out, err):
             os.close(fd)
-        sys.argv = ["-c", str(rfd), str(wfd)]  # as a fresh child's
-        os.chdir(request["cwd"])
+        sys.argv = ["-c", str(rfd), str(wfd), json.dumps(request["setup"])]  # as a fresh child's
         os.environ.clear()
         os.environ.update(request["env"])
         for name in [name for name in sys.modules if name not in modules]:
             del sys.modules[name]
-        child.serve(rfd, wfd)
+        child.serve(rfd, wfd, request["setup"])
         code = 0
     except BaseException:  # noqa: BLE001 - as a fresh interpreter would: traceback, status 1
         import traceback

@@ -281,7 +281,7 @@ def fib(n):
             return int(subprocess.check_output(["echo", str(n)]))
         """,
         "crash",
-        r"^line 1: ModuleNotFoundError: No module named 'subprocess'$",
+        r"^line 5: PermissionError: blocked by the stop sandbox: start a subprocess$",
     ),
     _candidate(
         "exec_a_shell_unguarded",  # replaces the worker with /bin/sh, which writes to /tmp
@@ -497,7 +497,10 @@ def fib(n):
         r"|blocked by the stop sandbox: signal a process",
     ),
     _candidate(
-        "kill_own_process_group_unguarded",  # the real wall: only its own sandbox dies
+        # The real wall: the jail's process group is its init's, pid 1 inside, and
+        # killpg(1) is kill(-1), which finds no process it may signal but the init, which
+        # ignores signals from inside its namespace.
+        "kill_own_process_group_unguarded",
         UNGUARD
         + """
 import os
@@ -508,10 +511,10 @@ def fib(n):
     return n
 """,
         "crash",
-        r"^killed by SIGKILL: killed \(memory or process limit, or from outside\)$",
+        r"^line 17: ProcessLookupError: \[Errno 3\] No such process$",
     ),
     _candidate(
-        "kill_parent_unguarded",
+        "kill_parent_unguarded",  # the parent is the jail's init: the signal is dropped
         UNGUARD
         + """
 import os
@@ -521,8 +524,8 @@ def fib(n):
     os.kill(os.getppid(), 9)
     return n
 """,
-        "crash",
-        r"^killed by SIGKILL: killed \(memory or process limit, or from outside\)$",
+        "wrong_answer",
+        r"^for args \[22\]: expected 17711, got 22",
     ),
     _candidate(
         "kill_every_process_it_may",
@@ -539,6 +542,8 @@ def fib(n):
         r"|blocked by the stop sandbox: signal a process",
     ),
     _candidate(
+        # The host is not in the jail's PID namespace: the init's parent reads as 0, and
+        # kill(0) signals the worker's own process group.
         "kill_the_host_unguarded",
         UNGUARD
         + """
@@ -553,7 +558,7 @@ def fib(n):
     return n
 """,
         "crash",
-        r"^line \d+: PermissionError: \[Errno 1\] Operation not permitted$",
+        r"^killed by signal 9$",
     ),
     # --- secrets -------------------------------------------------------------------
     _candidate(
@@ -593,7 +598,7 @@ def fib(n):
                 return f.read()
         """,
         "crash",
-        r"^line 2: PermissionError: \[Errno 13\] Permission denied",
+        r"^line 2: FileNotFoundError: \[Errno 2\] No such file or directory",  # not in view
     ),
     _candidate(
         "read_root_config",
@@ -605,7 +610,7 @@ def fib(n):
             return os.listdir("/root/.config")
         """,
         "crash",
-        r"^line 5: PermissionError: \[Errno 13\] Permission denied: '/root/.config'$",
+        r"^line 5: FileNotFoundError: \[Errno 2\] No such file or directory: '/root/.config'$",
     ),
     _candidate(
         "print_the_environment",
@@ -641,7 +646,8 @@ def fib(n):
     written = []
     for path in _PATHS:
         try:
-            with open(path, "a") as f:
+            # Existing files must be the host's: a new one in /tmp is the jail's own.
+            with open(path, "r+" if "canary" in path else "a") as f:
                 f.write("pwned")
             written.append(path)
         except OSError:
@@ -672,7 +678,7 @@ def fib(n):
             return n
         """,
         "crash",
-        r"^line 5: PermissionError: ",
+        r"^line 5: FileNotFoundError: ",  # the jail's /tmp is its own: no canary there
     ),
     _candidate(
         "tamper_with_canaries_unguarded",  # every way to change them; returns what worked
@@ -773,7 +779,7 @@ def fib(n):
             return n
         """,
         "crash",
-        r"^line 1: ModuleNotFoundError: No module named 'socket'$",
+        r"^line 5: PermissionError: blocked by the stop sandbox: open a network connection$",
     ),
     _candidate(
         "raw_socket_to_loopback_unguarded",
@@ -912,7 +918,7 @@ def fib(n):
             base64.b64encode(zlib.compress(b"import os\nos._exit(3)\n")).decode(),
         ),
         "crash",
-        r"^line 1: ModuleNotFoundError: No module named 'base64'$",
+        r"^exited before returning$",
     ),
     _candidate(
         "xor_decoded_exec_exits",
@@ -1065,6 +1071,8 @@ IMPROVERS = [
         r"|blocked by the stop sandbox: signal a process group",
     ),
     _improver(
+        # The improver runs in the jail's init (pid 1 inside, its own process group), which
+        # no signal from inside can kill; killpg(1) is kill(-1), and finds nothing else.
         "kill_own_process_group_unguarded",
         UNGUARD
         + """
@@ -1076,10 +1084,12 @@ def improve_algorithm(initial_solution, utility, language_model):
     return initial_solution
 """,
         "crash",
-        r"^killed by SIGKILL: killed \(memory or process limit, or from outside\)$",
+        r"^line 17: ProcessLookupError: \[Errno 3\] No such process$",
     ),
     _improver(
-        "kill_the_host_unguarded",  # the sandbox's parent is the host itself
+        # The host is outside the jail's PID namespace: its parent reads as 0, and
+        # kill(0) reaches only the init's own process group, which it ignores.
+        "kill_the_host_unguarded",
         UNGUARD
         + """
 import os
@@ -1090,8 +1100,8 @@ def improve_algorithm(initial_solution, utility, language_model):
     os.kill(os.getppid(), signal.SIGKILL)
     return initial_solution
 """,
-        "crash",
-        r"^line \d+: PermissionError: \[Errno 1\] Operation not permitted$",
+        "ok",
+        returns_initial=True,
     ),
     _improver(
         "fork_daemons_unguarded",
@@ -1295,7 +1305,8 @@ def improve_algorithm(initial_solution, utility, language_model):
     worked = []
     for path in _WRITES:
         try:
-            with open(path, "a") as f:
+            # Existing files must be the host's: a new one in /tmp is the jail's own.
+            with open(path, "r+" if "canary" in path else "a") as f:
                 f.write("pwned")
             worked.append(path)
         except OSError:
