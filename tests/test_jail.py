@@ -386,6 +386,45 @@ def test_an_improver_hunting_for_secrets_sends_nothing_it_should_not_see(tmp_pat
     assert all(r["auth"] == f"Bearer {key}" for r in requests)  # the key only as the key
 
 
+# The kind of rewrite a real model writes: ordinary modules, none of them preloaded.
+IMPORTING = """Iterate instead of recursing; check the arithmetic along the way.
+
+```python
+import base64
+import bz2
+import glob
+
+
+def fib(n):
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    assert bz2.decompress(bz2.compress(base64.b64encode(b"x"))) == b"eA=="
+    assert glob.escape("[") == "[[]"
+    return a
+```
+"""
+MISSING = "```python\nimport no_such_module\n\n\ndef fib(n):\n    return n\n```\n"
+
+
+def test_improve_finds_and_keeps_a_rewrite_that_imports_ordinary_modules(tmp_path):
+    """`stop improve` against a loopback OpenAI-compatible server: the rewrite that
+    imports ordinary modules is scored like any other, and kept as the best."""
+    runs = tmp_path / "runs"
+    with CannedServer([IMPORTING, MISSING]) as server:
+        proc = run_stop(
+            *("improve", "--target", str(FIB), "--base-url", server.url, "--model", "m"),
+            *("--runs-dir", str(runs), "--json", "--samples", "2"),
+            cwd=tmp_path,
+        )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["improved"] and result["speedup"] > 5, result
+    assert "import bz2" in Path(result["best_path"]).read_text()
+    statuses = {c["status"] for c in result["candidates"]}
+    assert "crash" in statuses  # the missing module: a crash, scored 0, not kept
+
+
 # --- when no jail can be built -----------------------------------------------------
 
 NO_USER_NAMESPACES = """

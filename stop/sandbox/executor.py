@@ -22,10 +22,16 @@ class Executor(Protocol):
     name: str
 
     def run(
-        self, kind: str, payload: dict[str, Any], limits: Limits, preload: tuple[str, ...]
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        limits: Limits,
+        preload: tuple[str, ...],
+        read_paths: tuple[str, ...] = (),
     ) -> SandboxResult:
-        """Run sandbox job `kind` somewhere; a job that could not run is a "crash" result
-        (scored as failed), never an exception, unless the executor itself is unusable."""
+        """Run sandbox job `kind` somewhere, its jail showing `read_paths` besides Python;
+        a job that could not run is a "crash" result (scored as failed), never an
+        exception, unless the executor itself is unusable (no jail can be built, say)."""
         ...
 
     def close(self) -> None: ...
@@ -37,9 +43,14 @@ class LocalExecutor:
     name = "local"
 
     def run(
-        self, kind: str, payload: dict[str, Any], limits: Limits, preload: tuple[str, ...]
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        limits: Limits,
+        preload: tuple[str, ...],
+        read_paths: tuple[str, ...] = (),
     ) -> SandboxResult:
-        return run_job(kind, payload, limits, preload=preload)
+        return run_job(kind, payload, limits, preload=preload, read_paths=read_paths)
 
     def close(self) -> None:
         pass
@@ -85,7 +96,11 @@ def use(executor: Executor) -> Iterator[Executor]:
 
 
 def evaluate(
-    kind: str, payload: dict[str, Any], limits: Limits, preload: tuple[str, ...] = ()
+    kind: str,
+    payload: dict[str, Any],
+    limits: Limits,
+    preload: tuple[str, ...] = (),
+    read_paths: tuple[str, ...] = (),
 ) -> SandboxResult:
     """Run an evaluation job (no conversation with the host) on the current executor."""
-    return _current.run(kind, payload, limits, preload)
+    return _current.run(kind, payload, limits, preload, read_paths)

@@ -43,16 +43,25 @@ QUEUE_SLACK_S = 600.0
 
 
 def _run_job_remote(
-    kind: str, payload: dict[str, Any], limits: dict[str, Any], preload: list[str], weak: bool
+    kind: str,
+    payload: dict[str, Any],
+    limits: dict[str, Any],
+    preload: list[str],
+    read_paths: list[str],
+    weak: bool,
 ) -> dict[str, Any]:
-    """Runs on a Ray worker, in a jail of the worker's own. Plain data in and out: the
-    driver rebuilds the models, so the two ends need the same stop version, not the
-    same pickled classes. `weak`: the driver's --weak-sandbox."""
+    """Runs on a Ray worker, in a jail of the worker's own (`read_paths` name the
+    worker's files). Plain data in and out: the driver rebuilds the models, so the two
+    ends need the same stop version, not the same pickled classes. `weak`: the
+    driver's --weak-sandbox."""
     from stop.sandbox import jail
     from stop.sandbox.runner import Limits, run_job
 
     jail.weak_allowed = weak
-    return run_job(kind, payload, Limits(**limits), preload=tuple(preload)).model_dump()
+    result = run_job(
+        kind, payload, Limits(**limits), preload=tuple(preload), read_paths=tuple(read_paths)
+    )
+    return result.model_dump()
 
 
 def _probe() -> dict[str, Any]:
@@ -187,12 +196,17 @@ class RayExecutor:
         log.info("ray: connected to %s", self.address)
 
     def run(
-        self, kind: str, payload: dict[str, Any], limits: Limits, preload: tuple[str, ...]
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        limits: Limits,
+        preload: tuple[str, ...],
+        read_paths: tuple[str, ...] = (),
     ) -> SandboxResult:
         ray = self._ray
         started = time.monotonic()
         ref = self._task.remote(
-            kind, payload, limits.model_dump(), list(preload), jail.weak_allowed
+            kind, payload, limits.model_dump(), list(preload), list(read_paths), jail.weak_allowed
         )
         runs = self.retries + 1
         timeout = self.queue_slack_s + runs * (limits.wall_s + self.start_slack_s)

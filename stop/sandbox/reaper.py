@@ -1,7 +1,10 @@
-"""What the host does after every sandbox: kill all it started, remove all it left.
+"""Private user ids for sandboxes run as root, and the host's sweeps after a sandbox.
 
-Each sandbox runs under a user id of its own, from a private range, so that "everything
-this sandbox started" is exact even when the code double-forks or calls setsid().
+A jailed sandbox needs no sweep beyond its own process group: the kernel ends every
+process in its PID namespace with its init, and its files live on its own tmpfs. A weak
+sandbox (--weak-sandbox, no jail) has neither, so there the host kills every process
+left under its private user id (double forks, setsid()) and removes what that user left
+in the shared temporary folders.
 """
 
 from __future__ import annotations
