@@ -285,8 +285,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
     # Spies: each calls the real function and notes what this case's sandboxes used.
     next_uid, mkdtemp = reaper.next_uid, tempfile.mkdtemp
 
-    def spy_uid() -> int:
-        uid = next_uid()
+    def spy_uid(weak: bool) -> int:
+        uid = next_uid(weak)
         w.uids.add(uid)
         return uid
 

@@ -118,8 +118,8 @@ def test_two_hundred_concurrent_evaluations_a_fifth_hostile(monkeypatch):
     dirs: list[str] = []
     next_uid, mkdtemp = reaper.next_uid, tempfile.mkdtemp
 
-    def spy_uid() -> int:
-        uid = next_uid()
+    def spy_uid(weak: bool) -> int:
+        uid = next_uid(weak)
         uids.add(uid)
         return uid
 

@@ -2,8 +2,9 @@
 
 Every side does the same work: run `f(x) = x + 1` on one input and hand the answer back.
 The sandbox side is a full `solve` job (the kind every task utility runs): a child forked
-from the warm pool, confined (rlimits, network and IPC namespaces, its own user id, a
-fresh directory, scrubbed environment), a worker forked per input, and the host's cleanup.
+from the warm pool in its jail (user, mount, PID, network and IPC namespaces, a root
+filesystem of its own, rlimits, no capabilities, scrubbed environment), a worker forked
+per input, and the host's cleanup.
 The sides alternate, call by call, and each reports its median, so that a busy moment of
 a shared machine does not land on one side only.
 """

@@ -1,4 +1,6 @@
-"""Self-confinement of a sandbox child, applied before any untrusted code runs."""
+"""Self-confinement of a sandbox child, applied before any untrusted code runs: inside
+its jail (`confine_jailed`), or, with --weak-sandbox where no jail can be built, without
+one (`isolate`, then `confine`)."""
 
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ def _limit(which: int, value: int) -> None:
 
 
 def isolate() -> list[str]:
-    """Before the job is known: a session of its own and private network and IPC
-    namespaces. What needs the job (limits, the user id) comes in `confine`."""
+    """The weak sandbox's isolation, before the job is known: private network and IPC
+    namespaces where they can be had. What needs the job comes in `confine`."""
     applied = []
     if os.geteuid() == 0:
         if _unshare(_CLONE_NEWNET):

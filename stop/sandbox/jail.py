@@ -129,7 +129,16 @@ def enter(stage: str, private_uid: int | None, paths: list[str]) -> tuple[bool, 
 
     The sandbox is SANDBOX_ID inside its user namespace: as root, `private_uid` outside
     (the map is written by a helper left outside the namespace, as only a privileged
-    process may map another id); as an ordinary user, the user's own id."""
+    process may map another id); as an ordinary user, the user's own id.
+
+    Raises JailError, in whichever of the two processes failed, if the kernel refuses."""
+    try:
+        return _enter(stage, private_uid, paths)
+    except OSError as exc:  # a path or a /proc file the kernel would not give us
+        raise JailError(f"cannot build the sandbox's jail: {exc}") from exc
+
+
+def _enter(stage: str, private_uid: int | None, paths: list[str]) -> tuple[bool, int]:
     flags = _CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC
     if private_uid is None:
         uid, gid = os.geteuid(), os.getegid()

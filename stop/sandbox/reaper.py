@@ -35,9 +35,11 @@ def _processes() -> Iterator[tuple[os.DirEntry, int]]:
                 continue
 
 
-def next_uid() -> int:
-    # Skip ids that some process holds: another stop process's sandbox, most likely.
-    in_use = {uid for _, uid in _processes()}
+def next_uid(weak: bool) -> int:
+    """A private uid for a sandbox run as root. A weak sandbox's uid must be held by no
+    process (another stop's sandbox, most likely): its sweep kills by uid. A jail's
+    processes are found through its PID namespace instead, so a counter suffices."""
+    in_use = {uid for _, uid in _processes()} if weak else set()
     while True:
         uid = _UID_BASE + (os.getpid() * 7919 + next(_uid_counter)) % _UID_SPAN
         if uid not in in_use:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from stop.errors import SandboxError
+from stop.errors import BadInput, SandboxError
 from stop.sandbox import jail, pool, reaper, slots
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,8 @@ def run_job(
     import is not timed; anything installed imports inside as well);
     `guard=False` leaves out the audit-hook guard (to test the walls beneath it);
     `use_pool` forks the child from the warm pool (default: `POOL`) instead of starting
-    a new interpreter; `read_paths` are host files or folders the job may read.
+    a new interpreter; `read_paths` are host files or folders the job may read (as
+    root, the sandbox's private uid reads them as any other user would).
 
     Raises JailError if no jail can be built here (and the weak sandbox was not asked
     for): that is never scored as the candidate's failure.
@@ -175,6 +176,9 @@ def run_job(
     use_pool = POOL if use_pool is None else use_pool
     if jail.weak():
         _warn_once("weak sandbox (--weak-sandbox): no jail; sandboxed code can read your files")
+    missing = [path for path in read_paths if not os.path.exists(path)]
+    if missing:
+        raise BadInput(f"cannot show {missing[0]} to the sandbox: no such file or folder")
     numpy = any(name.split(".")[0] == "numpy" for name in preload)
     kind_of_slot = slots.Kind(numpy, tuple(os.path.realpath(p) for p in read_paths))
     try:

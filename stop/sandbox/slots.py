@@ -93,7 +93,7 @@ def make(pooled: bool, kind: Kind) -> Slot:
     """A new slot: a child forked from the warm pool, or a fresh interpreter."""
     weak = jail.weak()
     root = os.geteuid() == 0
-    uid = reaper.next_uid() if root else None
+    uid = reaper.next_uid(weak) if root else None
     private = Path(tempfile.mkdtemp(prefix="stop-host-"))
     workdir = tempfile.mkdtemp(prefix="stop-sbx-")
     if uid is not None and weak:

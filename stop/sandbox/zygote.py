@@ -4,8 +4,8 @@ It is started like a fresh sandbox child (`python -I`, scrubbed environment), im
 what sandboxed jobs and utilities need once, then forks one child per request. A forked
 child is what `python -I -c ... child.main()` would be after its imports: it gets a new
 session, its own stdout/stderr files, working directory and environment from the host,
-and then runs stop/sandbox/child.serve, which confines it exactly as a fresh child is
-confined (rlimits, network and IPC namespaces, its own user id) before any job code runs.
+and then runs stop/sandbox/child.serve, which builds its jail and confines it exactly
+as a fresh child is confined (stop/sandbox/jail.py) before any job code runs.
 
 The zygote holds no secrets (it never sees a job's payload: that travels over the
 child's own pipes) and runs no untrusted code. Messages on its socket are JSON, one per
