@@ -284,6 +284,21 @@ def test_the_jail_allows_no_user_namespace_of_its_own():
     assert found[0] == -1 and found[1] in (28, 1)  # ENOSPC (the limit), or EPERM
 
 
+def test_no_process_of_the_jail_may_trace_its_init():
+    """The init times candidates: a worker that could ptrace it could rewrite the time."""
+    found = call(
+        """
+        import ctypes
+        def f():
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+            return [libc.ptrace(16, 1, None, None), ctypes.get_errno()]  # PTRACE_ATTACH
+        """,
+        guard=False,
+    )
+    assert found == [-1, 1]  # EPERM
+
+
 def test_read_paths_are_shown_read_only(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -248,6 +248,9 @@ def _build(stage: str, sources: dict[str, int]) -> None:
     # No user namespaces below this one: in one, the sandbox could mount a tmpfs of its own
     # with no size limit.
     _write("/proc/sys/user/max_user_namespaces", "0")
+    # Done with /proc/self/fd: from now on no process of the jail may ptrace the init (nor
+    # its forks each other), where the harness that times candidates runs.
+    _libc.prctl(_PR_SET_DUMPABLE, 0)
 
 
 def _makedirs(path: str) -> None:
