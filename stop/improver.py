@@ -22,7 +22,7 @@ from stop.helpers import extract_code
 from stop.llm.model import LanguageModel
 from stop.prefetch import Prefetcher
 from stop.ranking import CandidateRanker
-from stop.sandbox.runner import Limits, reply_findings, run_job
+from stop.sandbox.runner import Limits, run_job
 from stop.utility import Evaluation, Utility
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def run_improver(
         prefetcher.close()
     reply = result.value if isinstance(result.value, dict) else {}
     common: dict[str, Any] = {"stderr": result.stderr, "isolation": result.isolation}
-    common["findings"] = reply_findings(reply) + list(dict.fromkeys(bait))
+    common["findings"] = result.findings + list(dict.fromkeys(bait))
     if result.status != "ok":
         return ImproverOutcome(status=result.status, error=result.error, **common)
     program = reply.get("program")

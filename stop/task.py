@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from stop.errors import BadInput
 from stop.sandbox.executor import evaluate
-from stop.sandbox.runner import Limits, reply_findings
+from stop.sandbox.runner import Limits
 from stop.utility import (
     MAX_FEEDBACK,
     Evaluation,
@@ -112,7 +112,7 @@ class TaskUtility(Utility):
                 status = "crash"
             detail = result.error or str(reply.get("error"))
             return Evaluation(status=status, score=0.0, seconds=result.wall_s, detail=detail[:500])
-        findings = reply_findings(reply)
+        findings = result.findings
         results = reply.get("results")
         if not isinstance(results, list) or len(results) != len(instances):
             return Evaluation(status="crash", score=0.0, seconds=result.wall_s, detail="bad reply")

@@ -68,7 +68,7 @@ def test_guard_blocks_forks_in_improvers():
     result = improver("import os\ndef improve_algorithm(s, u, m):\n    os.fork()\n", guard=True)
     value = reply(result)
     assert value["outcome"] == "crash" and "blocked by the stop sandbox: fork" in value["error"]
-    assert value["findings"] == ["blocked: fork (os.fork)"]
+    assert result.findings == ["blocked: fork (os.fork)"]
 
 
 def reply(result: SandboxResult) -> dict[str, Any]:
@@ -664,35 +664,29 @@ def test_network_is_cut(preload):
         listener.close()
 
 
-def test_program_cannot_forge_times():
-    code = """
-    import itertools, sys
-    jobs = sys.modules["stop.sandbox.jobs"]
-    jobs._perf_counter = itertools.count(0.0, -1.0).__next__
-    def f():
-        return 1
-    """
-    # The program runs in a forked worker; its forged clock is caught against the
-    # kernel's CPU accounting, and the candidate counts as a crash.
-    value = reply(call(code))
-    assert value["outcome"] == "crash", value
-    assert "CPU accounting" in value["error"]
+SUM_OF_SQUARES = """
+def f(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+"""
 
 
-def test_program_cannot_claim_to_be_faster_than_it_is():
-    code = """
-    import sys
-    jobs = sys.modules["stop.sandbox.jobs"]
-    jobs._perf_counter = lambda: 0.0
-    def f(n):
-        total = 0
-        for i in range(n):
-            total += i * i
-        return total
-    """
-    value = reply(call(code, [[3_000_000]]))
-    assert value["outcome"] == "crash", value
-    assert "CPU accounting" in value["error"]
+def test_the_time_is_the_kernels_whatever_the_program_does_to_clocks():
+    """The harness's clocks are not asked: rebinding them changes nothing."""
+    forger = (
+        "import sys, time\n"
+        "for name in ('stop.sandbox.worker', 'stop.sandbox.jobs'):\n"
+        "    if name in sys.modules:\n"
+        "        sys.modules[name]._perf_counter = lambda: 0.0\n"
+        "time.perf_counter = time.monotonic = time.process_time = lambda: 0.0\n"
+    ) + SUM_OF_SQUARES
+    honest, forged = (reply(call(c, [[1_000_000]])) for c in (SUM_OF_SQUARES, forger))
+    assert honest["outcome"] == forged["outcome"] == "ok", (honest, forged)
+    assert forged["outputs"] == honest["outputs"]
+    # A million iterations take tens of milliseconds: the same tens either way.
+    assert forged["times"][0] > 0.3 * honest["times"][0] > 0.003, (honest, forged)
 
 
 def test_honest_fast_program_is_not_mistaken_for_a_forger():

@@ -47,6 +47,10 @@ class Channel:
             raise EOFError("host closed the channel")
         return json.loads(line)
 
+    def fileno(self) -> int:
+        """The descriptor messages go out on (the guard writes findings to it)."""
+        return self._w.fileno()
+
     def call(self, body: dict) -> dict:
         self.send({"type": "rpc", "body": body})
         return self.recv()
@@ -98,7 +102,8 @@ def serve(rfd: int, wfd: int, setup: dict) -> None:
     if setup["weak"]:
         isolation = confine.confine(job["confine"], isolated)
     else:
-        isolation = confine.confine_jailed(job["confine"], isolated, setup["uid"])
+        lock = job["kind"] == "improve"  # candidates: each in a worker that drops them
+        isolation = confine.confine_jailed(job["confine"], isolated, setup["uid"], lock)
     # The init's pid as the host sees it: killing it ends the PID namespace and all in it.
     chan.send({"type": "confined", "isolation": isolation, "pid": outer_pid})
     value = run(job["payload"], chan)

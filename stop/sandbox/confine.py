@@ -61,16 +61,20 @@ def _limits(spec: dict) -> None:
     # utility's forgery check cannot live with.
 
 
-def confine_jailed(spec: dict, isolated: list[str], private_uid: int | None) -> list[str]:
-    """In the jail's init, just before the job's code: limits, then no capabilities and
-    no_new_privs (jail.lock); return all that was applied, `isolated` included."""
+def confine_jailed(
+    spec: dict, isolated: list[str], private_uid: int | None, lock: bool
+) -> list[str]:
+    """In the jail's init, just before the job's code: limits and no_new_privs, and with
+    `lock` no capabilities either (an improver runs here; a candidate runs in a worker,
+    which renews its scratch folders and drops them itself). Returns all that was
+    applied, `isolated` included."""
     from stop.sandbox import jail
 
     _limits(spec)
     # Processes count per user of the jail's own user namespace, so this binds as root
     # and as an ordinary user alike.
     _limit(resource.RLIMIT_NPROC, spec["processes"])
-    jail.lock()
+    jail.lock() if lock else jail.no_new_privs()
     os.chdir(jail.WORKDIR)
     applied = ["rlimits", *isolated, "no_new_privs"]
     return applied + ([f"uid={private_uid}"] if private_uid is not None else [])

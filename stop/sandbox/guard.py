@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 _MAX_FINDINGS = 50
 
@@ -56,14 +57,19 @@ _WATCHED_IMPORTS = {
     "inspect",
 }
 
-findings: list[str] = []
+# Recorded, not blocked: what it takes to reach the hook's own objects and take the
+# guard apart (rare in honest programs), so that the attempt itself is on record.
+_TAMPERING = {
+    "gc.get_objects": "listed every object of the interpreter",
+    "gc.get_referrers": "looked for what refers to an object",
+    "gc.get_referents": "looked inside an object's references",
+    "sys._current_frames": "reached other threads' frames",
+    "sys.settrace": "installed a tracer",
+    "sys.setprofile": "installed a profiler",
+}
+
 # Off only when the lower walls themselves are under test (run_job(..., guard=False)).
 enabled = True
-
-
-def _note(text: str) -> None:
-    if len(findings) < _MAX_FINDINGS and text not in findings:
-        findings.append(text)
 
 
 def _inside(path: object, writable: tuple[str, ...]) -> bool:
@@ -76,9 +82,11 @@ def _inside(path: object, writable: tuple[str, ...]) -> bool:
     return any(full == folder or full.startswith(folder + os.sep) for folder in writable)
 
 
-def install(writable: tuple[str, ...]) -> None:
+def install(writable: tuple[str, ...], report: Callable[[str], None]) -> None:
     """Install the hook for the rest of this process's life (and its forks); file
     changes are allowed inside the folders `writable` (the sandbox's private ones).
+    `report` sends each finding out of the process the moment it is made: a record
+    kept in here would be the watched code's to erase.
 
     The hook works from copies it closes over, so code that rewrites this module's
     tables or functions afterwards changes nothing.
@@ -90,7 +98,14 @@ def install(writable: tuple[str, ...]) -> None:
     blocked_names = frozenset(_BLOCKED)
     file_changes = frozenset(_FILE_CHANGES)
     watched = frozenset(_WATCHED_IMPORTS)
-    inside, note = _inside, _note
+    tampering = dict(_TAMPERING)
+    inside = _inside
+    seen: set[str] = set()
+
+    def note(text: str) -> None:
+        if text not in seen and len(seen) < _MAX_FINDINGS:
+            seen.add(text)
+            report(text)
 
     def hook(event: str, args: tuple) -> None:
         if event in blocked_names:
@@ -113,5 +128,7 @@ def install(writable: tuple[str, ...]) -> None:
             )
         elif event == "import" and args and args[0] in watched:
             note(f"imported {args[0]}")
+        elif event in tampering:
+            note(f"tampering: {tampering[event]} ({event})")
 
     sys.addaudithook(hook)

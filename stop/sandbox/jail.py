@@ -166,6 +166,8 @@ def _enter(stage: str, private_uid: int | None, paths: list[str]) -> tuple[bool,
     _build(stage, sources)
     for fd in sources.values():
         os.close(fd)
+    global inside
+    inside = True
     return True, outer_pid
 
 
@@ -208,28 +210,19 @@ def _build(stage: str, sources: dict[str, int]) -> None:
     # The skeleton: a small tmpfs, read-only once built.
     _mount("stop-jail", stage, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
     root = stage.rstrip("/")
-    # The writable folders: one tmpfs of SCRATCH_MB, its folders bound into place, then
-    # detached from where it was mounted so that only those folders remain of it. They
-    # come first, so that a view path inside one (a virtual environment in /tmp) is
-    # bound over them, not hidden by them.
-    scratch = f"{root}/run/.scratch"
-    _makedirs(scratch)
-    _mount("stop-scratch", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={SCRATCH_MB}m")
-    for path in SCRATCH:
-        folder = f"{scratch}/{path.strip('/').replace('/', '-')}"
-        mode = 0o700 if path in (WORKDIR, HOME) else 0o1777
-        os.mkdir(folder)
-        os.chmod(folder, mode)  # past the umask
+    # The writable folders come first, so that a view path inside one (a virtual
+    # environment in /tmp) is bound over them, not hidden by them.
+    for path in (*SCRATCH, _SCRATCH_MOUNT):
         _makedirs(f"{root}{path}")
-        _mount(folder, f"{root}{path}", None, _MS_BIND)
-    _check(_libc.umount2(os.fsencode(scratch), _MNT_DETACH) == 0, "cannot detach the scratch")
-    os.rmdir(scratch)
+    _mount_scratch(root)
     for name in _TOP:
         if os.path.islink(f"/{name}"):
             os.symlink(os.readlink(f"/{name}"), f"{root}/{name}")
     for path, fd in sources.items():
         folder = stat.S_ISDIR(os.fstat(fd).st_mode)
         _bind(fd, f"{root}{path}", folder, device=path.startswith("/dev/"))
+    # What a worker's fresh scratch would hide, and so binds again (see fresh_scratch).
+    _in_scratch[:] = [p for p in sources if any(p.startswith(f"{s}/") for s in SCRATCH)]
     for name, fd in (("stdin", 0), ("stdout", 1), ("stderr", 2)):
         os.symlink(f"/proc/self/fd/{fd}", f"{root}/dev/{name}")
     os.symlink("/proc/self/fd", f"{root}/dev/fd")
@@ -251,6 +244,37 @@ def _build(stage: str, sources: dict[str, int]) -> None:
     # Done with /proc/self/fd: from now on no process of the jail may ptrace the init (nor
     # its forks each other), where the harness that times candidates runs.
     _libc.prctl(_PR_SET_DUMPABLE, 0)
+
+
+_SCRATCH_MOUNT = "/run/.scratch"  # where a new scratch tmpfs is mounted, then detached
+
+
+def _mount_scratch(root: str) -> None:
+    """One tmpfs of SCRATCH_MB, its folders bound onto the SCRATCH folders under `root`,
+    then detached from where it was mounted, so that only those folders remain of it."""
+    scratch = f"{root}{_SCRATCH_MOUNT}"
+    _mount("stop-scratch", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={SCRATCH_MB}m")
+    for path in SCRATCH:
+        folder = f"{scratch}/{path.strip('/').replace('/', '-')}"
+        os.mkdir(folder)
+        os.chmod(folder, 0o700 if path in (WORKDIR, HOME) else 0o1777)  # past the umask
+        _mount(folder, f"{root}{path}", None, _MS_BIND)
+    _check(_libc.umount2(os.fsencode(scratch), _MNT_DETACH) == 0, "cannot detach the scratch")
+
+
+_in_scratch: list[str] = []  # view paths inside a scratch folder (a venv in /tmp)
+
+
+def fresh_scratch() -> None:
+    """In a worker, before the candidate: private folders of its own, empty, in mount
+    and IPC namespaces of its own, so that nothing an earlier call left is there."""
+    _check(_libc.unshare(_CLONE_NEWNS | _CLONE_NEWIPC) == 0, "cannot renew the scratch")
+    kept = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in _in_scratch}
+    _mount_scratch("")
+    for path, fd in kept.items():
+        _bind(fd, path, stat.S_ISDIR(os.fstat(fd).st_mode), device=False)
+        os.close(fd)
+    os.chdir(WORKDIR)  # the old one is still where this process stood
 
 
 def _makedirs(path: str) -> None:
@@ -301,10 +325,14 @@ class _CapData(ctypes.Structure):
     ]
 
 
-def lock() -> None:
-    """In the init, once the job is in and just before its code runs: become the
-    sandbox user with no capabilities and no way to gain any."""
+def no_new_privs() -> None:
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "cannot set no_new_privs")
+
+
+def lock() -> None:
+    """Just before untrusted code runs (an improver in the init, a candidate in its
+    worker): no capabilities and no way to gain any."""
+    no_new_privs()
     _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     for cap in range(_CAP_LAST + 1):
         _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
@@ -316,6 +344,7 @@ def lock() -> None:
 
 # Set by the CLI's --weak-sandbox: where no jail can be built, run sandboxes without one.
 weak_allowed = False
+inside = False  # True in a jail's init and its workers
 Sandbox = Literal["jail", "weak"]  # as a run records it
 
 

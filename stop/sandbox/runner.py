@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 POOL = os.environ.get("STOP_SANDBOX_POOL", "1") != "0"
 
 Rpc = Callable[[dict[str, Any]], dict[str, Any]]
+_MAX_FINDINGS = 50
 
 
 class Limits(BaseModel):
@@ -59,12 +60,7 @@ class SandboxResult(BaseModel):
     wall_s: float
     returncode: int | None = None  # None: a pooled child that replied, not waited for
     isolation: list[str] = []
-
-
-def reply_findings(reply: Any) -> list[str]:
-    """The guard's findings from a child's reply (untrusted: bounded and stringified)."""
-    found = reply.get("findings") if isinstance(reply, dict) else None
-    return [str(f)[:200] for f in found[:50]] if isinstance(found, list) else []
+    findings: list[str] = []  # the guard's, each sent on its own as it happened
 
 
 @functools.cache
@@ -220,7 +216,8 @@ def _run(
             **limits.model_dump(),
         },
     }
-    status, value, error, isolation = _converse(chan, job, rpc, slot)
+    findings: list[str] = []
+    status, value, error, isolation = _converse(chan, job, rpc, slot, findings)
     if isolation and "netns" not in isolation:
         _warn_once("no network namespace available: sandboxed code can use the network")
     # A pooled child ends with os._exit right after its result, its output flushed before
@@ -254,14 +251,16 @@ def _run(
         wall_s=time.monotonic() - start,
         returncode=returncode,
         isolation=isolation,
+        findings=findings,
     )
 
 
 def _converse(
-    chan: _Channel, job: dict[str, Any], rpc: Rpc | None, slot: slots.Slot
+    chan: _Channel, job: dict[str, Any], rpc: Rpc | None, slot: slots.Slot, findings: list[str]
 ) -> tuple[str, Any, str | None, list[str]]:
-    """Send the job, answer requests, and return (status, value, error, isolation).
-    Raises JailError if the child says, first, that it could not build its jail."""
+    """Send the job, answer requests, note findings, and return (status, value, error,
+    isolation). Raises JailError if the child says, first, that it could not build its
+    jail."""
     if not chan.send(job):
         return "crash", None, None, []
     isolation: list[str] = []
@@ -286,6 +285,10 @@ def _converse(
         first = False
         if kind == "confined":
             return "crash", None, "sent a second isolation report", isolation
+        elif kind == "finding":  # untrusted, like all but the first message: bounded
+            text = str(message.get("text"))[:200]
+            if len(findings) < _MAX_FINDINGS and text not in findings:
+                findings.append(text)
         elif kind == "rpc" and rpc is not None:
             body = message.get("body")
             reply = rpc(body) if isinstance(body, dict) else {"error": "malformed request"}
