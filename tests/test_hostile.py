@@ -383,6 +383,9 @@ def test_candidate(case: Case, world: World, fib_utility):
         assert evaluation.score > 0 and evaluation.detail is None
     else:
         assert evaluation.score == 0.0
+    if case.no_faster:  # it wraps the original, which scores about 1 against itself
+        assert evaluation.score < 1.5, evaluation
+    assert set(case.must_find) <= set(evaluation.findings), evaluation.findings
     if case.status == "timeout":
         assert evaluation.seconds < TIMEOUT_S + 15  # killed, not waited for
     world.check([evaluation.model_dump_json()])

@@ -16,8 +16,10 @@ from rich.progress import (
 )
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from stop.improve import ImproveResult
+from stop.view.inert import inert
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -79,7 +81,7 @@ def candidate_table(result: ImproveResult) -> Table:
             f"[{_STATUS_STYLE[e.status]}]{e.status.replace('_', ' ')}[/]",
             f"{e.score:.4g}",
             f"{e.seconds:.2f}s" if c.path else "",
-            (e.detail or "")[:60],
+            Text(inert((e.detail or "")[:60])),  # a Text: no markup read from it either
         )
     return table
 
@@ -93,12 +95,16 @@ def summary(result: ImproveResult) -> Group:
         )
     if result.improver.status != "ok":
         parts.append(
-            f"[red]The improver failed ({result.improver.status}):[/] {result.improver.error}"
+            Text.assemble(
+                (f"The improver failed ({result.improver.status}):", "red"),
+                f" {inert(result.improver.error)}",
+            )
         )
     if result.improved:
         parts.append(
             Panel(
-                Syntax(result.diff, "diff", word_wrap=True), title="Best program vs. the original"
+                Syntax(inert(result.diff), "diff", word_wrap=True),
+                title="Best program vs. the original",
             )
         )
         gain = (

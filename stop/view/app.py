@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Static, Tab, Tabs, Tree
 
 from stop.view import render
+from stop.view.inert import inert
 from stop.view.runs import Node, RunView, read_run
 
 TABS = ("code", "diff", "candidates", "exchanges", "chart")
@@ -133,9 +134,9 @@ class LineageApp(App[None]):
         lines: list[RenderableType] = [render.node_label(self.view, node)]
         if node.error:
             whose = "improver" if self.view.kind == "self-improve" else "evaluation"
-            lines.append(Text(f"{whose}: {node.status}: {node.error}", style="red"))
-        lines.extend(Text(f"audit: {a}", style="yellow") for a in node.audit)
-        lines.extend(Text(f"finding: {f}", style="yellow") for f in node.findings)
+            lines.append(Text(f"{whose}: {node.status}: {inert(node.error)}", style="red"))
+        lines.extend(Text(f"audit: {inert(a)}", style="yellow") for a in node.audit)
+        lines.extend(Text(f"finding: {inert(f)}", style="yellow") for f in node.findings)
         return Group(*lines)
 
     def _fill_body(self, tab: str, gen: int, content: RenderableType) -> None:
@@ -194,8 +195,9 @@ def candidates(view: RunView, node: Node) -> RenderableType:
         for column in ("task", "#", "improver", "val", "test", "error"):
             table.add_column(column)
         for t in node.tests:
+            error = Text(inert((t.get("error") or "")[:60]))
             table.add_row(t["task"], str(t["index"]), t["improver_status"], render.fmt(t["val"]),
-                          render.fmt(t["test"]), (t.get("error") or "")[:60])  # fmt: skip
+                          render.fmt(t["test"]), error)  # fmt: skip
         parts.append(table)
     if view.kind == "improve":
         siblings = [n for n in view.nodes if n.parent == node.gen or n.gen == node.gen]
@@ -204,7 +206,7 @@ def candidates(view: RunView, node: Node) -> RenderableType:
             table.add_column(column)
         for n in siblings if node.parent is None else [node]:
             table.add_row(str(n.gen), n.status, render.fmt(n.val), f"{n.seconds:.2f}s",
-                          (n.error or "")[:60])  # fmt: skip
+                          Text(inert((n.error or "")[:60])))  # fmt: skip
         parts.append(table)
         if "archive" in view.records:
             parts.append(render.archive_table(view.records["archive"]))
@@ -220,11 +222,11 @@ def exchanges(entries: list[dict[str, Any]]) -> RenderableType:
         if e.get("cached"):
             head += "  (cached)"
         parts.append(Text(head, style="bold"))
-        parts.append(Text(_trim(e.get("user", "")), style="cyan"))
+        parts.append(Text(inert(_trim(e.get("user", ""))), style="cyan"))
         if "error" in e:
-            parts.append(Text(f"failed: {e['error']}", style="red"))
+            parts.append(Text(f"failed: {inert(e['error'])}", style="red"))
         else:
-            parts.append(Text(_trim(e.get("text", ""))))
+            parts.append(Text(inert(_trim(e.get("text", "")))))
         parts.append(Text(""))
     return Group(*parts)
 

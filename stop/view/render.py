@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from stop.view.inert import inert
 from stop.view.runs import Node, RunView
 
 _STATUS_STYLE = {"finished": "green", "running": "cyan", "failed": "red", "interrupted": "yellow"}
@@ -34,7 +35,7 @@ def runs_table(views: list[RunView]) -> Table:
             v.id,
             v.started.strftime("%m-%d %H:%M"),
             v.kind,
-            v.model,
+            Text(inert(v.model)),
             rounds,
             fmt(best.val if best else None),
             f"[{style}]{v.status}[/]",
@@ -78,7 +79,7 @@ def node_label(view: RunView, node: Node) -> Text:
         label.append(f"  audit: {', '.join(kinds)}", style="yellow")
     if node.tokens:
         label.append(f"  {node.tokens:,} tok", style="dim")
-    label.append(f"  {view.strategy(node)}", style="italic")
+    label.append(f"  {inert(view.strategy(node))}", style="italic")
     return label
 
 
@@ -138,9 +139,9 @@ def lineage(view: RunView) -> RenderableType:
         )
     if "archive" in view.records:
         parts.append(archive_table(view.records["archive"]))
-    parts.extend(Text(w, style="yellow") for w in view.warnings)
+    parts.extend(Text(inert(w), style="yellow") for w in view.warnings)
     if view.error:
-        parts.append(Text(f"{view.status}: {view.error}", style="red"))
+        parts.append(Text(f"{view.status}: {inert(view.error)}", style="red"))
     return Group(*parts)
 
 
@@ -177,13 +178,14 @@ def source(view: RunView, node: Node, diff: bool = False, plain: bool = False) -
     if diff:
         if node.parent is None:
             return Text(f"generation {node.gen} has no parent: nothing to diff", style="dim")
-        text = view.diff(node)
+        text = inert(view.diff(node))
         if not text:
             return Text(f"generation {node.gen} is the same as its parent", style="dim")
         return Text(text) if plain else highlight(text, "diff")
     if node.path is None:
         return Text(f"generation {node.gen} has no program (the model gave no code)", style="dim")
-    code = Text(view.source(node)) if plain else highlight(view.source(node), lexer(view, node))
+    program = inert(view.source(node))
+    code = Text(program) if plain else highlight(program, lexer(view, node))
     lines = code.split("\n", allow_blank=True)
     width = len(str(len(lines)))
     numbered = Text()

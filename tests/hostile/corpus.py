@@ -71,6 +71,9 @@ class Case:
     checks: tuple[str, ...] = ()  # extra host-side checks, by name (see test_hostile.py)
     needs: tuple[str, ...] = ()  # world-writable directories the case needs to exist
     bug: str | None = None  # a product bug the case reveals: the test is a strict xfail
+    # Candidates: the case wraps the naive original, so it may score no higher than it.
+    no_faster: bool = False
+    must_find: tuple[str, ...] = ()  # findings the evaluation must carry, whatever it erased
 
 
 def _src(text: str) -> str:
@@ -133,6 +136,16 @@ RAW_CONNECT = _src(
 )
 
 MEMO_REPLY = replies.MEMO
+
+# The original, naive and exponential: every forgery below wraps it, so none is faster.
+NAIVE_FIB = _src(
+    """
+    def fib(n):
+        if n < 2:
+            return n
+        return fib(n - 1) + fib(n - 2)
+    """
+)
 
 
 def _candidate(name: str, source: str, status: str, detail: str | None = None, **kw) -> Case:
@@ -927,6 +940,157 @@ def fib(n):
         """.replace("{blob}", _xor_hex("import os\nos._exit(7)\n")),
         "crash",
         r"^exited before returning$",
+    ),
+    # --- forging the measurement (each wraps the naive original) ---------------------
+    _candidate(
+        # Its reply claims a time of 0.2 µs and carries 4 MiB of padding: the reply's size
+        # buys nothing, and the time is the kernel's count, not the reply's.
+        "pad_the_reply_unguarded",
+        UNGUARD
+        + """
+import json as _json
+
+_real_dumps = _json.dumps
+
+
+def _padded(value, *args, **kwargs):
+    if isinstance(value, dict) and "outcome" in value:
+        value = dict(value, time=2e-7, times=[2e-7], padding="x" * (4 << 20))
+    return _real_dumps(value, *args, **kwargs)
+
+
+_json.dumps = _padded
+"""
+        + NAIVE_FIB,
+        "ok",
+        no_faster=True,
+    ),
+    _candidate(
+        # Writes a reply line of its own, with a tiny time, on every pipe it may write,
+        # then leaves: the reply still costs the CPU its answer took.
+        "write_its_own_reply_unguarded",
+        UNGUARD
+        + """
+import json as _json
+import os as _os
+import stat as _stat
+
+
+def _slow(n):
+    if n < 2:
+        return n
+    return _slow(n - 1) + _slow(n - 2)
+
+
+def fib(n):
+    line = (_json.dumps({"outcome": "ok", "output": _slow(n), "time": 1e-7}) + "\\n").encode()
+    for name in _os.listdir("/proc/self/fd"):
+        try:
+            if _stat.S_ISFIFO(_os.fstat(int(name)).st_mode):
+                _os.write(int(name), line)
+        except OSError:
+            pass
+    _os._exit(0)
+""",
+        "ok",
+        no_faster=True,
+    ),
+    _candidate(
+        # Rebinds every clock it can reach, the harness's own included.
+        "rebind_the_clocks_unguarded",
+        UNGUARD
+        + """
+import time as _time
+
+for _name in ("stop.sandbox.worker", "stop.sandbox.jobs"):
+    if _name in _sys.modules:
+        _sys.modules[_name]._perf_counter = lambda: 0.0
+_time.perf_counter = _time.monotonic = _time.process_time = lambda: 0.0
+_time.perf_counter_ns = _time.monotonic_ns = lambda: 0
+"""
+        + NAIVE_FIB,
+        "ok",
+        no_faster=True,
+    ),
+    _candidate(
+        # The first repeat saves its answers where the next repeat would look.
+        "cache_answers_between_repeats",
+        """
+        import json, os
+
+        _PLACES = ["answers.json", "/tmp/answers.json", "/dev/shm/answers.json",
+                   os.path.expanduser("~/answers.json")]
+
+
+        def _slow(n):
+            if n < 2:
+                return n
+            return _slow(n - 1) + _slow(n - 2)
+
+
+        def fib(n):
+            for place in _PLACES:
+                try:
+                    with open(place) as f:
+                        return json.load(f)[str(n)]
+                except (OSError, KeyError, ValueError):
+                    pass
+            value = os.environ.get(f"FIB_{n}")
+            if value is not None:
+                return int(value)
+            answer = _slow(n)
+            os.environ[f"FIB_{n}"] = str(answer)
+            for place in _PLACES:
+                try:
+                    with open(place, "w") as f:
+                        json.dump({str(n): answer}, f)
+                except OSError:
+                    pass
+            return answer
+        """,
+        "ok",
+        no_faster=True,
+    ),
+    _candidate(
+        # Does what the guard records, then goes through the interpreter's objects to
+        # empty every set and list of strings it finds: what was reported stays reported.
+        "erase_the_findings",  # the guard on: its record is what the case tries to erase
+        UNGUARD
+        + """
+import gc as _gc
+import os as _os
+
+try:
+    _os.fork()
+except OSError:
+    pass
+for _holder in _gc.get_referrers(_sys.modules["stop.sandbox.guard"]._inside):
+    pass
+for _thing in _gc.get_objects():
+    if isinstance(_thing, (set, list)) and any(
+        isinstance(x, str) and x.startswith(("blocked", "imported")) for x in list(_thing)
+    ):
+        _thing.clear()
+"""
+        + NAIVE_FIB,
+        "ok",
+        no_faster=True,
+        must_find=(
+            "imported gc",
+            "blocked: fork (os.fork)",
+            "tampering: looked for what refers to an object (gc.get_referrers)",
+            "tampering: listed every object of the interpreter (gc.get_objects)",
+        ),
+    ),
+    _candidate(
+        # Its crash message is terminal control codes: clear the screen, set the title.
+        "control_sequence_crash_message",
+        """
+        def fib(n):
+            raise RuntimeError("\\x1b[2J\\x1b[H\\x1b]0;pwned\\x07\\x9b31m owned")
+        """,
+        "crash",
+        r"RuntimeError: \x1b\[2J",
     ),
     _candidate(
         "xor_decoded_exec_correct",
