@@ -132,6 +132,8 @@ def run(
     finally:
         os.close(control_w)  # releases the worker
         os.close(r)
+    # Reaped before the next worker starts, so that no process but the init is left for
+    # a candidate to signal or to count against its process limit.
     _, status, _ = os.wait4(pid, 0)
     _drain(found_r, found)
     os.close(found_r)
@@ -155,6 +157,9 @@ def _become_worker(parent: int, theirs: tuple, mine: tuple, timed: bool) -> None
     if jail.inside:
         jail.fresh_scratch()
         jail.lock()
+    else:  # a weak sandbox: a fresh folder at least (its /tmp is the machine's)
+        os.mkdir(f"call-{os.getpid()}", 0o700)
+        os.chdir(f"call-{os.getpid()}")
     # One process for this uid (the sandbox's init) is already running, so no fork or
     # thread can start: every cycle spent lands in this process's CPU time.
     resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
