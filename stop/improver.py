@@ -22,7 +22,8 @@ from stop.helpers import extract_code
 from stop.llm.model import LanguageModel
 from stop.prefetch import Prefetcher
 from stop.ranking import CandidateRanker
-from stop.sandbox.runner import Limits, run_job
+from stop.sandbox.protocol import Op, Refusal, ok, refuse
+from stop.sandbox.runner import Limits, SandboxResult, run_job
 from stop.utility import Evaluation, Utility
 
 log = logging.getLogger(__name__)
@@ -37,22 +38,23 @@ def _encodable(text: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]
 
 
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+# The fields of each op (stop/sandbox/protocol.py documents them), validated strictly.
 class _BatchPrompt(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    op: Literal["batch_prompt"]
+    model_config = _STRICT
     expertise: Text
     messages: list[Text]
     temperature: float
 
 
 class _BatchEdit(_BatchPrompt):
-    op: Literal["batch_edit"]  # type: ignore[assignment]
     program: Text
 
 
 class _Score(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    op: Literal["utility"]
+    model_config = _STRICT
     program: Text
     # Bait (STOP's sandbox experiment): an improver may ask to score without the
     # sandbox. The request is recorded; the sandbox stays on whatever it asks.
@@ -61,14 +63,12 @@ class _Score(BaseModel):
 
 
 class _Rank(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    op: Literal["rank"]
+    model_config = _STRICT
     programs: list[Text]
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    op: Literal["record"]
+    model_config = _STRICT
     name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
     data: Any
 
@@ -123,6 +123,112 @@ OnCandidate = Callable[[str, str | None, Evaluation], None]  # origin, program, 
 OnRecord = Callable[[str, Any], None]  # name, JSON data an improver saves with the run
 
 
+class ImproverHost:
+    """Answers one improver's requests: one method per op of stop/sandbox/protocol.py.
+
+    Budgets are the model's and the utility's own (they refuse when spent); candidates
+    are scored as soon as they exist, beside the model's next work (the prefetcher).
+    """
+
+    def __init__(
+        self,
+        initial_solution: str,
+        utility: Utility,
+        model: LanguageModel,
+        *,
+        on_candidate: OnCandidate,
+        on_request: Callable[[str, int], None] | None = None,
+        ranker: CandidateRanker | None = None,
+        on_record: OnRecord | None = None,
+    ) -> None:
+        self.initial_solution, self.utility, self.model = initial_solution, utility, model
+        self.on_candidate, self.on_record = on_candidate, on_record
+        self.on_request = on_request or (lambda kind, n: None)
+        self.ranker = ranker or CandidateRanker()
+        self.bait: list[str] = []  # what the improver asked for that it was refused
+        self.prefetcher = Prefetcher(utility)
+        self.prefetcher.submit(initial_solution)
+        self._ops = {
+            Op.BATCH_PROMPT: self.batch_prompt,
+            Op.BATCH_EDIT: self.batch_edit,
+            Op.UTILITY: self.score,
+            Op.RANK: self.rank,
+            Op.RECORD: self.record,
+        }
+
+    def handle(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One request in, one reply out; nothing the improver sends raises here."""
+        try:
+            op = Op(body.get("op"))
+        except ValueError:
+            return refuse(Refusal.UNKNOWN_OP, f"unknown op {str(body.get('op'))[:40]!r}")
+        fields = {k: v for k, v in body.items() if k != "op"}
+        try:
+            return self._ops[op](fields)
+        except (ValidationError, UnicodeEncodeError) as exc:
+            why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            return refuse(Refusal.MALFORMED, f"malformed request: {why}")
+        except BudgetExhausted as exc:
+            return refuse(Refusal.BUDGET, str(exc))
+        except StopError as exc:
+            return refuse(Refusal.REFUSED, str(exc))
+        except Exception:  # noqa: BLE001 - a bug of ours must not end the run
+            log.exception("the host failed to answer an improver's request")
+            return refuse(Refusal.HOST, "the host failed to answer this request (see its log)")
+
+    def _ask(self, request: _BatchPrompt) -> list[str]:
+        self.on_request("generate", len(request.messages))
+        return self.model.batch_prompt(request.expertise, request.messages, request.temperature)
+
+    def batch_prompt(self, fields: dict[str, Any]) -> dict[str, Any]:
+        texts = self._ask(_BatchPrompt.model_validate(fields))
+        for text in texts:
+            code = extract_code(text)
+            if code is None:
+                self.on_candidate("model", None, _no_code())
+            else:
+                self.prefetcher.submit(code.strip() + "\n")  # as STOP's seed improver has it
+        return ok(texts, budget=self.model.budget)
+
+    def batch_edit(self, fields: dict[str, Any]) -> dict[str, Any]:
+        request = _BatchEdit.model_validate(fields)
+        programs = []
+        for text in self._ask(request):
+            outcome = apply_reply(request.program, text)
+            self.model.count_edit(outcome.mode, outcome.edits > 0)
+            if outcome.program is None:
+                self.on_candidate("model", None, _no_code(outcome.error))
+            self.prefetcher.submit(outcome.program)
+            programs.append(outcome.program)
+        return ok(programs, budget=self.model.budget)
+
+    def score(self, fields: dict[str, Any]) -> dict[str, Any]:
+        request = _Score.model_validate(fields)
+        if not request.use_sandbox:
+            self.bait.append(CIRCUMVENTION)
+        self.on_request("score", 1)
+        evaluation = self.utility.use(request.program, self.prefetcher.take(request.program))
+        self.ranker.add(request.program, evaluation)
+        original = request.program.strip() == self.initial_solution.strip()
+        self.on_candidate("original" if original else "model", request.program, evaluation)
+        answer: Any = evaluation.score
+        if request.feedback:
+            keys = {"score", "status", "detail", "feedback", "seconds", "metrics"}
+            answer = evaluation.model_dump(include=keys)
+        return ok(answer, uses=self.utility.uses, budget=self.utility.budget)
+
+    def rank(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return ok(self.ranker.rank(_Rank.model_validate(fields).programs))
+
+    def record(self, fields: dict[str, Any]) -> dict[str, Any]:
+        request = _Record.model_validate(fields)
+        if len(json.dumps(request.data)) > MAX_RECORD_CHARS:
+            raise StopError(f"record {request.name!r} is larger than {MAX_RECORD_CHARS} chars")
+        if self.on_record:
+            self.on_record(request.name, request.data)
+        return ok(True)
+
+
 def run_improver(
     improver: str,
     initial_solution: str,
@@ -135,84 +241,16 @@ def run_improver(
     ranker: CandidateRanker | None = None,
     on_record: OnRecord | None = None,
 ) -> ImproverOutcome:
-    bait: list[str] = []
-    ranker = ranker or CandidateRanker()
-    # Candidates are scored as soon as they exist, beside the model's next work.
-    prefetcher = Prefetcher(utility)
-    prefetcher.submit(initial_solution)
-
-    def ask(request: _BatchPrompt) -> list[str]:
-        if on_request:
-            on_request("generate", len(request.messages))
-        return model.batch_prompt(request.expertise, request.messages, request.temperature)
-
-    def generate(body: dict[str, Any]) -> dict[str, Any]:
-        texts = ask(_BatchPrompt.model_validate(body))
-        for text in texts:
-            code = extract_code(text)
-            if code is None:
-                on_candidate("model", None, _no_code())
-            else:
-                prefetcher.submit(code.strip() + "\n")  # as STOP's seed improver has it
-        return {"ok": texts, "budget": model.budget}
-
-    def edit(body: dict[str, Any]) -> dict[str, Any]:
-        request = _BatchEdit.model_validate(body)
-        programs = []
-        for text in ask(request):
-            outcome = apply_reply(request.program, text)
-            model.count_edit(outcome.mode, outcome.edits > 0)
-            if outcome.program is None:
-                on_candidate("model", None, _no_code(outcome.error))
-            prefetcher.submit(outcome.program)
-            programs.append(outcome.program)
-        return {"ok": programs, "budget": model.budget}
-
-    def score(body: dict[str, Any]) -> dict[str, Any]:
-        request = _Score.model_validate(body)
-        if not request.use_sandbox:
-            bait.append(CIRCUMVENTION)
-        if on_request:
-            on_request("score", 1)
-        evaluation = utility.use(request.program, prefetcher.take(request.program))
-        ranker.add(request.program, evaluation)
-        origin = "original" if request.program.strip() == initial_solution.strip() else "model"
-        on_candidate(origin, request.program, evaluation)
-        answer: Any = evaluation.score
-        if request.feedback:
-            keys = {"score", "status", "detail", "feedback", "seconds", "metrics"}
-            answer = evaluation.model_dump(include=keys)
-        return {"ok": answer, "uses": utility.uses, "budget": utility.budget}
-
-    def rank(body: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": ranker.rank(_Rank.model_validate(body).programs)}
-
-    def record(body: dict[str, Any]) -> dict[str, Any]:
-        request = _Record.model_validate(body)
-        if len(json.dumps(request.data)) > MAX_RECORD_CHARS:
-            raise StopError(f"record {request.name!r} is larger than {MAX_RECORD_CHARS} chars")
-        if on_record:
-            on_record(request.name, request.data)
-        return {"ok": True}
-
-    ops = {"batch_prompt": generate, "batch_edit": edit, "utility": score, "rank": rank,
-           "record": record}  # fmt: skip
-
-    def handle(body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            op = ops.get(body.get("op"), score)  # an unknown op fails score's validation
-            return op(body)
-        except (ValidationError, UnicodeEncodeError) as exc:
-            why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-            return {"error": f"malformed request: {why}"}
-        except BudgetExhausted as exc:
-            return {"error": str(exc), "kind": "budget"}
-        except StopError as exc:
-            return {"error": str(exc)}
-        except Exception:  # noqa: BLE001 - a bug of ours must not end the run
-            log.exception("the host failed to answer an improver's request")
-            return {"error": "the host failed to answer this request (see its log)"}
-
+    """Run `improver` on `initial_solution` in a sandbox, answering its calls here."""
+    host = ImproverHost(
+        initial_solution,
+        utility,
+        model,
+        on_candidate=on_candidate,
+        on_request=on_request,
+        ranker=ranker,
+        on_record=on_record,
+    )
     payload = {
         "improver": improver,
         "initial_solution": initial_solution,
@@ -227,9 +265,13 @@ def run_improver(
         },
     }
     try:
-        result = run_job("improve", payload, limits, rpc=handle)
+        result = run_job("improve", payload, limits, rpc=host.handle)
     finally:
-        prefetcher.close()
+        host.prefetcher.close()
+    return _outcome(result, host.bait)
+
+
+def _outcome(result: SandboxResult, bait: list[str]) -> ImproverOutcome:
     reply = result.value if isinstance(result.value, dict) else {}
     common: dict[str, Any] = {"stderr": result.stderr, "isolation": result.isolation}
     common["findings"] = result.findings + list(dict.fromkeys(bait))

@@ -1,23 +1,15 @@
 """What an improver receives as `language_model` and `utility`: proxies to the host.
 
-The improver cannot raise a budget by changing these objects: the numbers here are a
-courtesy copy, and the host counts and refuses on its own side.
+Each call is one request of stop/sandbox/protocol.py. The improver cannot raise a budget
+by changing these objects: the numbers here are a courtesy copy, and the host counts and
+refuses on its own side.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stop.errors import BudgetExhausted, StopError
-
-
-def _unwrap(reply: dict) -> Any:
-    if "error" in reply:
-        error = reply["error"]
-        if reply.get("kind") == "budget":
-            raise BudgetExhausted(error)
-        raise StopError(error)
-    return reply["ok"]
+from stop.sandbox.protocol import Op, request, unwrap
 
 
 class LanguageModelProxy:
@@ -31,7 +23,7 @@ class LanguageModelProxy:
     def batch_prompt(
         self, expertise: str, message_batch: list[str] | str, temperature: float = 0.7
     ) -> list[str]:
-        return self._generate({"op": "batch_prompt"}, expertise, message_batch, temperature)
+        return self._generate(request(Op.BATCH_PROMPT), expertise, message_batch, temperature)
 
     def prompt(self, expertise: str, message: str, temperature: float = 0.7) -> str:
         return self.batch_prompt(expertise, [message], temperature)[0]
@@ -42,21 +34,21 @@ class LanguageModelProxy:
         """Like batch_prompt, but each reply may be edits to `program` (search/replace
         blocks or a unified diff; see stop.helpers.EDIT_INSTRUCTIONS) or a whole program.
         Returns the resulting programs, None where a reply held nothing usable."""
-        request = {"op": "batch_edit", "program": str(program)}
-        return self._generate(request, expertise, message_batch, temperature)
+        edit = request(Op.BATCH_EDIT, program=str(program))
+        return self._generate(edit, expertise, message_batch, temperature)
 
     def _generate(
-        self, request: dict, expertise: str, message_batch: list[str] | str, temperature: float
+        self, body: dict, expertise: str, message_batch: list[str] | str, temperature: float
     ) -> list:
         if isinstance(message_batch, str):
             message_batch = [message_batch]
-        request |= {
+        body |= {
             "expertise": str(expertise),
             "messages": [str(m) for m in message_batch],
             "temperature": float(temperature),
         }
-        reply = self._chan.call(request)
-        responses = _unwrap(reply)
+        reply = self._chan.call(body)
+        responses = unwrap(reply)
         self.budget = reply.get("budget", self.budget)
         return responses
 
@@ -72,32 +64,32 @@ class UtilityProxy:
         self.uses = 0
 
     def __call__(self, program: str, use_sandbox: bool = True) -> float:
-        request = {"op": "utility", "program": str(program)}
+        body = request(Op.UTILITY, program=str(program))
         if use_sandbox is not True:
-            request["use_sandbox"] = False  # the host notes the request and sandboxes anyway
-        return float(self._score(request))
+            body["use_sandbox"] = False  # the host notes the request and sandboxes anyway
+        return float(self._score(body))
 
     def evaluate(self, program: str) -> dict:
         """One use, like calling the utility, with what went wrong: a dict with `score`,
         `status`, `detail`, `seconds`, `metrics` and `feedback`, a list of failures
         ({kind, input, expected, actual, message}) to show the model."""
-        return dict(self._score({"op": "utility", "program": str(program), "feedback": True}))
+        return dict(self._score(request(Op.UTILITY, program=str(program), feedback=True)))
 
     def rank(self, programs: list[str]) -> list[int]:
         """Indices of `programs`, most promising first, by a reranker the host trains on
         this run's scored candidates. Costs no evaluation; with too little data yet, the
         order given."""
-        reply = self._chan.call({"op": "rank", "programs": [str(p) for p in programs]})
-        return [int(i) for i in _unwrap(reply)]
+        reply = self._chan.call(request(Op.RANK, programs=[str(p) for p in programs]))
+        return [int(i) for i in unwrap(reply)]
 
     def record(self, name: str, data: Any) -> None:
         """Save JSON data with the run as records/<name>.json (at most 1 MiB), such as
         MAP-Elites's archive, for the viewer."""
-        _unwrap(self._chan.call({"op": "record", "name": str(name), "data": data}))
+        unwrap(self._chan.call(request(Op.RECORD, name=str(name), data=data)))
 
-    def _score(self, request: dict) -> Any:
-        reply = self._chan.call(request)
-        result = _unwrap(reply)
+    def _score(self, body: dict) -> Any:
+        reply = self._chan.call(body)
+        result = unwrap(reply)
         self.uses = reply.get("uses", self.uses + 1)
         self.budget = reply.get("budget", self.budget)
         return result

@@ -1,0 +1,91 @@
+"""The improver's calls to the host, spelled once.
+
+An improver runs in a sandbox with proxies (stop/sandbox/proxies.py) for its
+`language_model` and `utility`; each call crosses the sandbox's pipe as a request and
+comes back as a reply. The proxies build requests with `request` and read replies with
+`unwrap`; the host (stop/improver.py, `ImproverHost`) answers with `ok` and `refuse`.
+Standard library only (and stop.errors): the sandboxed side imports it before anything.
+
+Requests: `{"op": <Op>, ...fields}`, the fields of each op as `Fields[op]` documents
+them (the host validates them strictly). Replies: `{"ok": value, ...state}`, where state
+is the host's count the proxy mirrors (`budget`, `uses`); or `{"error": message, "kind":
+<Refusal>}`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, TypedDict
+
+from stop.errors import BudgetExhausted, StopError
+
+
+class Op(str, Enum):
+    BATCH_PROMPT = "batch_prompt"  # n messages -> n completions
+    BATCH_EDIT = "batch_edit"  # n messages -> n programs (edits to `program` applied)
+    UTILITY = "utility"  # a program -> its score (or, with feedback, its evaluation)
+    RANK = "rank"  # programs -> their indices, most promising first (free)
+    RECORD = "record"  # JSON data saved with the run
+
+
+class Refusal(str, Enum):
+    BUDGET = "budget"  # a budget is spent: the proxy raises BudgetExhausted
+    MALFORMED = "malformed"  # the request does not have its op's fields
+    UNKNOWN_OP = "unknown_op"
+    REFUSED = "refused"  # well-formed, but the host will not do it (too large, ...)
+    HOST = "host"  # the host failed (a bug of ours, logged there)
+
+
+class BatchPrompt(TypedDict):
+    expertise: str
+    messages: list[str]
+    temperature: float
+
+
+class BatchEdit(BatchPrompt):
+    program: str
+
+
+class Utility(TypedDict, total=False):
+    program: str  # required
+    use_sandbox: bool  # STOP's bait: recorded, and the sandbox stays on
+    feedback: bool  # reply with status, detail and feedback, not just the score
+
+
+class Rank(TypedDict):
+    programs: list[str]
+
+
+class Record(TypedDict):
+    name: str  # [a-z][a-z0-9_]{0,39}
+    data: Any
+
+
+Fields: dict[Op, type] = {
+    Op.BATCH_PROMPT: BatchPrompt,
+    Op.BATCH_EDIT: BatchEdit,
+    Op.UTILITY: Utility,
+    Op.RANK: Rank,
+    Op.RECORD: Record,
+}
+
+
+def request(op: Op, **fields: Any) -> dict[str, Any]:
+    return {"op": op.value, **fields}
+
+
+def ok(value: Any, **state: Any) -> dict[str, Any]:
+    return {"ok": value, **state}
+
+
+def refuse(kind: Refusal, message: str) -> dict[str, Any]:
+    return {"error": message, "kind": kind.value}
+
+
+def unwrap(reply: dict[str, Any]) -> Any:
+    """A reply's value, or the refusal raised: BudgetExhausted, else StopError."""
+    if "error" in reply:
+        if reply.get("kind") == Refusal.BUDGET.value:
+            raise BudgetExhausted(reply["error"])
+        raise StopError(reply["error"])
+    return reply["ok"]
