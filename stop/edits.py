@@ -100,10 +100,6 @@ def _same(line: str) -> str:
     return line
 
 
-def _ambiguous(count: int, edit: Edit) -> EditError:
-    return EditError(f"SEARCH text matches {count} places: {_first_line(edit.search)!r}")
-
-
 def _windows(lines: list[str], search: list[str], normalize) -> list[int]:
     want = [normalize(s) for s in search]
     have = [normalize(s) for s in lines]

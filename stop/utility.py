@@ -113,10 +113,6 @@ class Utility(ABC):
     def evaluate(self, program: str) -> Evaluation:
         """The hidden scorer: sandboxed, never counted against the budget."""
 
-    @property
-    def budget_left(self) -> int:
-        return max(0, self.budget - self.uses)
-
     def use(self, program: str, evaluated: Evaluation | None = None) -> Evaluation:
         """One budgeted evaluation on behalf of an improver (`evaluated`: of this program,
         already done ahead of the request)."""

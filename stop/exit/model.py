@@ -135,10 +135,6 @@ class Decoder(nn.Module):
         return self.head(self.norm(x)), kvs
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def matmul_parameters(config: ModelConfig) -> int:
     """Parameters that cost 2 FLOPs per token each in a forward: every weight matrix but
     the embedding table (a lookup)."""
