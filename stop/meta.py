@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from stop.audit import reward_hacking_signals
 from stop.improver import run_improver
-from stop.llm.base import Backend
+from stop.llm.base import Backend, derive_seed
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
 from stop.ranking import CandidateRanker, RankStats
@@ -155,7 +155,7 @@ class MetaUtility(Utility):
             max_responses_per_call=self.test_budget.max_responses_per_call,
             max_tokens=self.test_budget.max_tokens,
             budget_calls=self.test_budget.model_calls,
-            seed=self.seed * 1000 + index,
+            seed=derive_seed(self.seed, "meta-test", index),
             cache=self.cache,
             on_exchange=self.on_exchange,
             on_failure=self.on_failure,

@@ -26,6 +26,7 @@ from stop.errors import BadInput
 from stop.improver import CIRCUMVENTION, load_improver, run_improver
 from stop.lineage import Record, RunStore
 from stop.llm import ModelSettings, build_backend
+from stop.llm.base import derive_seed
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
 from stop.meta import BudgetPerTest, MetaScore, MetaUtility
@@ -205,7 +206,7 @@ def _round(
         max_tokens=config.max_tokens,
         budget_calls=config.round_model_calls,
         # Seeds differ by round so that each round draws new proposals.
-        seed=config.seed * 1000 + 500 + round_,
+        seed=derive_seed(config.seed, "round", round_),
         cache=cache,
         on_exchange=partial(store.log_exchange, role="improver"),
         on_failure=partial(store.log_failure, role="improver"),

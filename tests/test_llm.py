@@ -355,3 +355,17 @@ def test_count_tokens() -> None:
         assert count > 0
     assert count_tokens("") == 0
     assert count_tokens("word " * 400) > count_tokens("word")
+
+
+def test_derived_seeds_are_stable_and_never_collide():
+    """A round's seed and a meta-utility test's are each the same in every run of one
+    seed and distinct from all the others (seed * 1000 + 500 + round collided with test
+    500 + round), and so are the samples' below them."""
+    from stop.llm.base import Prompt, derive_seed, sample_seed
+
+    seeds = [derive_seed(0, "round", r) for r in range(2000)]
+    seeds += [derive_seed(0, "meta-test", i) for i in range(20_000)]
+    assert len(set(seeds)) == len(seeds)
+    assert derive_seed(0, "round", 3) == derive_seed(0, "round", 3) != derive_seed(1, "round", 3)
+    samples = {sample_seed(Prompt("e", "m", 0.7, 8, seeds[0], s)) for s in range(1000)}
+    assert len(samples) == 1000 and all(0 <= s < 2**31 for s in samples)

@@ -39,7 +39,8 @@ def _prompt(sample: int) -> Prompt:
 
 
 def bench_llm() -> list[Figure]:
-    from stop.llm.local import LocalBackend, sample_seed
+    from stop.llm.base import sample_seed
+    from stop.llm.local import LocalBackend
 
     backend = LocalBackend(ModelSettings())
     llm = backend.llm

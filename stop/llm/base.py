@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +22,20 @@ class Prompt:
     max_tokens: int
     seed: int
     sample: int  # which sample of this exact prompt in this run (0, 1, ...)
+
+
+def derive_seed(seed: int, *path: int | str) -> int:
+    """The seed of one part of a run (a self-improvement round, a meta-utility test), the
+    same in every run of `seed` and distinct from every other part's: a hash, where sums
+    of multiples (seed * 1000 + 500 + round) collide once a count passes the gap."""
+    material = repr((seed, *path)).encode()
+    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big") >> 1  # 63 bits
+
+
+def sample_seed(prompt: Prompt) -> int:
+    """The seed a backend samples with: distinct for the samples of one prompt, the same
+    in every run, and 31 bits, which every server and sampler takes."""
+    return (prompt.seed * 1000 + prompt.sample) & 0x7FFF_FFFF
 
 
 class Completion(BaseModel):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stop.errors import BadInput, ModelError
 from stop.llm import register_backend
-from stop.llm.base import BatchFailure, Completion, ModelSettings, Prompt
+from stop.llm.base import BatchFailure, Completion, ModelSettings, Prompt, sample_seed
 from stop.llm.batch_decode import BatchDecoder
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,6 @@ class LocalBackend:
         return [
             _completion(d.text, len(tokens), d.completion_tokens, d.finish_reason) for d in draws
         ]
-
-
-def sample_seed(prompt: Prompt) -> int:
-    """The sampler's seed: distinct per sample, the same in every run of one seed."""
-    return prompt.seed * 1000 + prompt.sample
 
 
 def _groups(prompts: list[Prompt]) -> list[list[int]]:

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from stop.errors import BadInput, ModelError
 from stop.llm import register_backend
-from stop.llm.base import BatchFailure, Completion, ModelSettings, Prompt
+from stop.llm.base import BatchFailure, Completion, ModelSettings, Prompt, sample_seed
 from stop.llm.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class OpenAIBackend:
             messages=messages,
             temperature=prompt.temperature,
             max_tokens=prompt.max_tokens,
-            seed=prompt.seed * 1000 + prompt.sample,
+            seed=sample_seed(prompt),
         ) as response:
             length = response.headers.get("content-length", "")
             if length.isdigit() and int(length) > MAX_BODY_BYTES:
