@@ -7,7 +7,7 @@ import json
 from stop.audit import audit_source, reward_hacking_signals
 from stop.self_improve import circumvention_rate, self_improve
 from tests import improvers as I
-from tests.conftest import run_stop
+from tests.helpers import run_stop
 from tests.test_self_improve import LPN_REPLIES, _config
 
 

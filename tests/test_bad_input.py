@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIB, run_stop
+from tests.helpers import FIB, run_stop
 
 
 def _free_port() -> int:

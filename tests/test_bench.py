@@ -10,7 +10,7 @@ import pytest
 
 from stop.bench import figure
 from stop.bench.sandbox import bench_sandbox
-from tests.conftest import run_stop
+from tests.helpers import run_stop
 
 COSTS = {"ms", "s"}  # lower is better; other units are rates
 

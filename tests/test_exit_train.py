@@ -12,7 +12,7 @@ import stop.exit.loop as loop
 from stop.errors import BadInput
 from stop.exit.config import make_config
 from stop.exit.loop import evaluate, restore_state, run_exit
-from tests.conftest import run_stop
+from tests.helpers import run_stop
 
 TINY = dict(preset="tiny", max_n=2, rollouts=4, value_rollouts=2, train_steps=1, batch_size=4,
             value_batch_size=2, iterations=1, stop_when_solved=False)  # fmt: skip

@@ -46,7 +46,7 @@ from stop.sandbox import executor, reaper, slots
 from stop.sandbox.runner import SandboxResult
 from stop.utility import Evaluation, Target, UtilityOptions
 from tests import jailcheck
-from tests.conftest import FIB
+from tests.helpers import FIB
 from tests.hostile.corpus import CANDIDATES, IMPROVERS, MEMO_REPLY, PROBES, Case, render
 
 ROOT = os.geteuid() == 0

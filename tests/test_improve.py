@@ -10,7 +10,7 @@ from stop.lineage import CandidateRecord
 from stop.llm import ModelSettings
 from stop.utility import UtilityOptions
 from tests import replies
-from tests.conftest import FIB, run_stop
+from tests.helpers import FIB, run_stop
 from tests.openai_server import CannedServer
 
 SECRET = "sk-test-do-not-leak-4242"

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from stop.view import app, render
 from stop.view.runs import read_run
-from tests.conftest import FIB, run_stop
+from tests.helpers import FIB, run_stop
 from tests.hostile.corpus import CANDIDATES
 
 FORGERIES = [c for c in CANDIDATES if c.no_faster]

@@ -26,7 +26,7 @@ from stop.errors import BadInput
 from stop.sandbox import jail, slots
 from stop.sandbox.runner import Limits, SandboxResult, run_job
 from tests import jailcheck
-from tests.conftest import FIB, ROOT, run_stop
+from tests.helpers import FIB, ROOT, run_stop
 from tests.openai_server import CannedServer
 
 AS_ROOT = os.geteuid() == 0

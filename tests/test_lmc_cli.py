@@ -7,7 +7,7 @@ import json
 import pytest
 
 from stop.lmc import task_by_name
-from tests.conftest import run_stop
+from tests.helpers import run_stop
 
 APPENDIX_1 = "LDL 1 STA 0 LDL 10 SUB 0 BRP 7 HLT"
 

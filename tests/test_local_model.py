@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import FIB, run_stop
+from tests.helpers import FIB, run_stop
 
 
 def test_stop_improve_on_the_embedded_model(tmp_path):

@@ -22,7 +22,6 @@ from stop.llm.cache import ResponseCache, cache_key
 from stop.llm.model import MIN_REPLY_CHARS, LanguageModel
 from stop.utility import UtilityOptions
 from tests import replies
-from tests.conftest import FIB, run_stop
 from tests.fault_server import (
     E429,
     E500,
@@ -38,6 +37,7 @@ from tests.fault_server import (
     huge,
     truncated,
 )
+from tests.helpers import FIB, run_stop
 
 TIMEOUT_S = 1.0  # per HTTP attempt; the SDK makes three
 

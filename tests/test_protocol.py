@@ -13,7 +13,7 @@ from stop.llm import ModelSettings, build_backend
 from stop.llm.model import LanguageModel
 from stop.sandbox.protocol import Op, Refusal, request, unwrap
 from stop.utility import Target, UtilityOptions
-from tests.conftest import FIB
+from tests.helpers import FIB
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from stop.sandbox.runner import Limits
 from stop.task import Instance, TaskSpec, TaskUtility, load_task
 from tests import improvers as I
 from tests import replies
-from tests.conftest import FIB, run_stop
+from tests.helpers import FIB, run_stop
 
 RAY = Path(sys.executable).with_name("ray")
 

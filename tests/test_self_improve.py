@@ -18,7 +18,7 @@ from stop.llm import ModelSettings
 from stop.meta import BudgetPerTest
 from stop.self_improve import GenerationRecord, SelfImproveConfig, self_improve
 from tests import improvers as I
-from tests.conftest import STOP, run_stop
+from tests.helpers import STOP, run_stop
 from tests.openai_server import CannedServer
 
 # Two samples per test: the seed improver sees lpn replies 0 and 1 (useless); an improver

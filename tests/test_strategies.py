@@ -15,7 +15,7 @@ from stop.edits import Edit, EditError, apply_edit, apply_reply, parse_edits
 from stop.ranking import CandidateRanker
 from stop.utility import Evaluation, Target, UtilityOptions
 from tests import replies as R
-from tests.conftest import FIB, run_stop
+from tests.helpers import FIB, run_stop
 
 PROGRAM = "def f(x):\n    y = x + 1\n    if y > 3:\n        y = 3\n    return y\n"
 

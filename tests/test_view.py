@@ -19,7 +19,7 @@ from stop.errors import BadInput
 from stop.view.runs import open_run, summarize
 from tests import improvers as I
 from tests import replies as R
-from tests.conftest import FIB, run_stop
+from tests.helpers import FIB, run_stop
 from tests.run_fixture import CIRCUMVENTING, make_run
 
 
