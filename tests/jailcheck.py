@@ -22,7 +22,7 @@ def pid_namespace(result: SandboxResult) -> int:
     return found[0]
 
 
-def _alive(pid_dir: str) -> bool:
+def alive(pid_dir: str) -> bool:
     """Any thread not a zombie (a leader may be a zombie while its threads run)."""
     for task in os.listdir(f"{pid_dir}/task"):
         with open(f"{pid_dir}/task/{task}/stat", "rb") as f:
@@ -37,7 +37,7 @@ def processes_in(namespaces: set[int]) -> list[int]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if os.stat(f"{entry.path}/ns/pid").st_ino in namespaces and _alive(entry.path):
+                if os.stat(f"{entry.path}/ns/pid").st_ino in namespaces and alive(entry.path):
                     found.append(int(entry.name))
             except OSError:
                 continue

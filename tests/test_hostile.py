@@ -65,15 +65,6 @@ def _proc_uids(pid_dir: str) -> set[int]:
     return {int(x) for x in line.split()[1:]}
 
 
-def _alive(pid_dir: str) -> bool:
-    """Any thread not a zombie (a leader may be a zombie while its threads run)."""
-    for task in os.listdir(f"{pid_dir}/task"):
-        with open(f"{pid_dir}/task/{task}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[-1].split()[0] != b"Z":
-                return True
-    return False
-
-
 def live_processes(uids: set[int]) -> list[int]:
     """Live processes with any of `uids` as real, effective, saved or file-system uid.
 
@@ -83,7 +74,7 @@ def live_processes(uids: set[int]) -> list[int]:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                if _proc_uids(entry.path) & uids and _alive(entry.path):
+                if _proc_uids(entry.path) & uids and jailcheck.alive(entry.path):
                     found.append(int(entry.name))
             except (OSError, StopIteration, ValueError):
                 continue

@@ -20,8 +20,7 @@ def _libc() -> ctypes.CDLL:
 def _unshare(flags: int) -> bool:
     """unshare(2) through libc: os.unshare only exists from Python 3.12."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.unshare(flags) == 0
+        return _libc().unshare(flags) == 0
     except (OSError, AttributeError):
         return False
 
@@ -45,8 +44,7 @@ def isolate() -> list[str]:
             applied.append("ipcns")
     elif _unshare(_CLONE_NEWUSER | _CLONE_NEWNET):
         applied.append("netns")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # until the uid change clears it
+    _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # until the uid change clears it
     return applied
 
 

@@ -160,9 +160,7 @@ def _enter(stage: str, private_uid: int | None, paths: list[str]) -> tuple[bool,
     sources = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in _with_top(paths)}
     os.setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
     os.setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
-    # The uid change took the death signal and the right to read /proc/self/fd.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    _libc.prctl(_PR_SET_DUMPABLE, 1)
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the uid change cleared it
     _build(stage, sources)
     for fd in sources.values():
         os.close(fd)
@@ -241,8 +239,9 @@ def _build(stage: str, sources: dict[str, int]) -> None:
     # No user namespaces below this one: in one, the sandbox could mount a tmpfs of its own
     # with no size limit.
     _write("/proc/sys/user/max_user_namespaces", "0")
-    # Done with /proc/self/fd: from now on no process of the jail may ptrace the init (nor
-    # its forks each other), where the harness that times candidates runs.
+    # No process of the jail may ptrace the init (nor its forks each other), where the
+    # harness that times candidates runs. (A process may always read its own
+    # /proc/self/fd, through which the sources were bound.)
     _libc.prctl(_PR_SET_DUMPABLE, 0)
 
 

@@ -38,6 +38,9 @@ _PLAIN = (int, float, str, bool, type(None))
 _MAX_DEPTH = 20
 _READY = b"R"
 _MAX_FINDINGS_BYTES = 1 << 16
+# Bound once: the init reads workers' CPU clocks every few milliseconds while they run.
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 class NotPlain(Exception):
@@ -211,14 +214,12 @@ def _prefault() -> None:
     millisecond in all, more than a fast program's whole run.
     """
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         with open("/proc/self/maps") as maps:
             for line in maps:
                 span, perms = line.split()[:2]
                 if perms[1] == "w" and perms[3] == "p":
                     start, end = (int(x, 16) for x in span.split("-"))
-                    libc.madvise(start, end - start, _MADV_POPULATE_WRITE)
+                    _libc.madvise(start, end - start, _MADV_POPULATE_WRITE)
     except (OSError, AttributeError, ValueError):
         pass  # an older kernel: the measurement is just noisier
 
@@ -295,11 +296,10 @@ class _Timespec(ctypes.Structure):
 def _cpu_clock(pid: int) -> float | None:
     """CPU seconds process `pid` has used so far (clock_getcpuclockid), or None."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
         clock, now = ctypes.c_int(), _Timespec()
-        if libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
+        if _libc.clock_getcpuclockid(pid, ctypes.byref(clock)) != 0:
             return None
-        if libc.clock_gettime(clock, ctypes.byref(now)) != 0:
+        if _libc.clock_gettime(clock, ctypes.byref(now)) != 0:
             return None
     except (OSError, AttributeError):
         return None
