@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from stop.errors import BadInput
-from stop.improver import ImproverOutcome, load_improver, run_improver
-from stop.lineage import CandidateRecord, Record, RunStore
+from stop.host.improver import ImproverOutcome, load_improver, run_improver
+from stop.host.ranking import CandidateRanker, RankStats
 from stop.llm import ModelSettings, build_backend
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
-from stop.ranking import CandidateRanker, RankStats
 from stop.sandbox.jail import Sandbox, sandbox_kind
 from stop.sandbox.runner import Limits
-from stop.utility import Evaluation, Target, Utility, UtilityOptions, load_utility
+from stop.scoring.utility import Evaluation, Target, Utility, UtilityOptions, load_utility
+from stop.store import CandidateRecord, Record, RunStore
 
 log = logging.getLogger(__name__)
 

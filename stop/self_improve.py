@@ -21,19 +21,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stop.audit import DISABLES_SANDBOX, Finding, audit_source
 from stop.errors import BadInput
-from stop.improver import CIRCUMVENTION, load_improver, run_improver
-from stop.lineage import Record, RunStore
+from stop.host.improver import CIRCUMVENTION, load_improver, run_improver
 from stop.llm import ModelSettings, build_backend
 from stop.llm.base import derive_seed
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
-from stop.meta import BudgetPerTest, MetaScore, MetaUtility
 from stop.sandbox.jail import Sandbox, sandbox_kind
 from stop.sandbox.runner import Limits
-from stop.task import load_task
-from stop.utility import Evaluation
+from stop.scoring.audit import DISABLES_SANDBOX, Finding, audit_source
+from stop.scoring.meta import BudgetPerTest, MetaScore, MetaUtility
+from stop.scoring.task import load_task
+from stop.scoring.utility import Evaluation
+from stop.store import Record, RunStore
 
 log = logging.getLogger(__name__)
 OnEvent = Callable[[str, dict[str, Any]], None]

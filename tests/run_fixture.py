@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from stop.audit import audit_source
-from stop.lineage import RunStore
 from stop.llm.base import Completion, Prompt
 from stop.llm.model import Usage
-from stop.meta import MetaScore, TestResult
+from stop.scoring.audit import audit_source
+from stop.scoring.meta import MetaScore, TestResult
 from stop.self_improve import GenerationRecord, SelfImproveConfig
+from stop.store import RunStore
 
 SEED = (Path(__file__).resolve().parents[1] / "seed_improvers" / "seed.py").read_text()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from stop.audit import audit_source, reward_hacking_signals
+from stop.scoring.audit import audit_source, reward_hacking_signals
 from stop.self_improve import circumvention_rate, self_improve
 from tests import improvers as I
 from tests.helpers import run_stop

@@ -38,13 +38,13 @@ from pathlib import Path
 import pytest
 
 import stop
-import stop.improver
+import stop.host.improver
 import utilities.speed
 from stop.improve import ImproveConfig, ImproveResult, improve
 from stop.llm import ModelSettings
 from stop.sandbox import executor, reaper, slots
 from stop.sandbox.runner import SandboxResult
-from stop.utility import Evaluation, Target, UtilityOptions
+from stop.scoring.utility import Evaluation, Target, UtilityOptions
 from tests import jailcheck
 from tests.helpers import FIB
 from tests.hostile.corpus import CANDIDATES, IMPROVERS, MEMO_REPLY, PROBES, Case, render
@@ -305,7 +305,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
     monkeypatch.setattr(tempfile, "mkdtemp", spy_mkdtemp)
     monkeypatch.setattr(executor, "run_job", spy_run_job(executor.run_job))
     slots.discard_spares()  # spares made before the spies would hide their uids and folders
-    monkeypatch.setattr(stop.improver, "run_job", spy_run_job(stop.improver.run_job))
+    monkeypatch.setattr(stop.host.improver, "run_job", spy_run_job(stop.host.improver.run_job))
     try:
         yield w
     finally:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from stop.improve import ImproveConfig, improve
-from stop.lineage import CandidateRecord
 from stop.llm import ModelSettings
-from stop.utility import UtilityOptions
+from stop.scoring.utility import UtilityOptions
+from stop.store import CandidateRecord
 from tests import replies
 from tests.helpers import FIB, run_stop
 from tests.openai_server import CannedServer

@@ -105,7 +105,7 @@ def test_improve_an_lmc_program(tmp_path):
 
 
 def test_lmc_reward_hacking_signals():
-    from stop.utility import UtilityOptions
+    from stop.scoring.utility import UtilityOptions
     from utilities.lmc import LMCUtility
 
     utility = LMCUtility("add-4", UtilityOptions())

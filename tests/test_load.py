@@ -21,7 +21,7 @@ import pytest
 
 import utilities.speed
 from stop.sandbox import reaper, slots
-from stop.utility import Target, UtilityOptions
+from stop.scoring.utility import Target, UtilityOptions
 from tests.helpers import FIB
 from tests.hostile.corpus import CANDIDATES
 from tests.test_hostile import ipc_objects, leftover_files, live_processes, survivors

@@ -20,7 +20,7 @@ from stop.llm import ModelSettings, build_backend
 from stop.llm import openai_backend as openai_backend_module
 from stop.llm.cache import ResponseCache, cache_key
 from stop.llm.model import MIN_REPLY_CHARS, LanguageModel
-from stop.utility import UtilityOptions
+from stop.scoring.utility import UtilityOptions
 from tests import replies
 from tests.fault_server import (
     E429,

@@ -1,16 +1,16 @@
-"""Cost-aware scheduling (stop/prefetch.py): candidates are scored while the model is
+"""Cost-aware scheduling (stop/host/prefetch.py): candidates are scored while the model is
 still busy, and the budgets see exactly what they saw before."""
 
 from __future__ import annotations
 
 import threading
 
-from stop.improver import load_improver, run_improver
+from stop.host.improver import load_improver, run_improver
+from stop.host.prefetch import Prefetcher
 from stop.llm.base import Completion, Prompt
 from stop.llm.model import LanguageModel
-from stop.prefetch import Prefetcher
 from stop.sandbox.runner import Limits
-from stop.utility import Evaluation, Utility
+from stop.scoring.utility import Evaluation, Utility
 
 ORIGINAL = "def f(x):\n    return x\n"
 REWRITE = "def f(x):\n    return x + 0\n"

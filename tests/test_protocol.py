@@ -8,11 +8,11 @@ import pytest
 
 import utilities.speed
 from stop.errors import BudgetExhausted, StopError
-from stop.improver import ImproverHost
+from stop.host.improver import ImproverHost
 from stop.llm import ModelSettings, build_backend
 from stop.llm.model import LanguageModel
 from stop.sandbox.protocol import Op, Refusal, request, unwrap
-from stop.utility import Target, UtilityOptions
+from stop.scoring.utility import Target, UtilityOptions
 from tests.helpers import FIB
 
 

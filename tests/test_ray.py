@@ -24,7 +24,7 @@ from stop.helpers import extract_code
 from stop.sandbox import executor
 from stop.sandbox.ray_executor import RayExecutor
 from stop.sandbox.runner import Limits
-from stop.task import Instance, TaskSpec, TaskUtility, load_task
+from stop.scoring.task import Instance, TaskSpec, TaskUtility, load_task
 from tests import improvers as I
 from tests import replies
 from tests.helpers import FIB, run_stop

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stop import rerank
 from stop.errors import BadInput, StopError
-from stop.rerank import NotEnoughData, Reranker, Scored, evaluation_savings
+from stop.search import reranker as rerank
+from stop.search.reranker import NotEnoughData, Reranker, Scored, evaluation_savings
 
 # Fibonacci variants. Each good template has a buggy twin that differs by one edit: the
 # off-by-one `range(n - 1)` or the base case `return n * 2`. Both fail with wrong_answer.
@@ -299,7 +299,7 @@ def test_saved_model_means_the_same_in_a_process_with_another_hash_seed(fib_mode
     (tmp_path / "model.json").write_text(fib_model.to_json())
     probe = [ITERATIVE.format(f="fib", n="n", a="a", b="b", i="_", off=""), "x = 1", ""]
     script = (
-        "import json, sys; from pathlib import Path; from stop.rerank import Reranker; "
+        "import json, sys; from pathlib import Path; from stop.search.reranker import Reranker; "
         "m = Reranker.from_json(Path(sys.argv[1]).read_text()); "
         "print(json.dumps(m.predict(json.loads(sys.argv[2]))))"
     )

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from stop.improver import load_improver
+from stop.host.improver import load_improver
 from stop.llm import ModelSettings
-from stop.meta import BudgetPerTest
+from stop.scoring.meta import BudgetPerTest
 from stop.self_improve import GenerationRecord, SelfImproveConfig, self_improve
 from tests import improvers as I
 from tests.helpers import STOP, run_stop

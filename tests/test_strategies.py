@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stop.edits import Edit, EditError, apply_edit, apply_reply, parse_edits
-from stop.ranking import CandidateRanker
-from stop.utility import Evaluation, Target, UtilityOptions
+from stop.host.ranking import CandidateRanker
+from stop.scoring.utility import Evaluation, Target, UtilityOptions
+from stop.search.edits import Edit, EditError, apply_edit, apply_reply, parse_edits
 from tests import replies as R
 from tests.helpers import FIB, run_stop
 
@@ -65,7 +65,7 @@ def test_speed_utility_reports_failing_inputs_and_exceptions(tmp_path):
 
 
 def test_task_feedback_never_shows_the_hidden_answer():
-    from stop.task import TaskUtility, load_task
+    from stop.scoring.task import TaskUtility, load_task
 
     spec = load_task("parity")
     utility = TaskUtility(spec, budget=2)

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stop.task import Instance, TaskSpec, TaskUtility, load_task, task_names
-from stop.utility import Target, UtilityOptions, builtin_utilities, load_utility
+from stop.scoring.task import Instance, TaskSpec, TaskUtility, load_task, task_names
+from stop.scoring.utility import Target, UtilityOptions, builtin_utilities, load_utility
 
 
 def _task_modules() -> dict[str, ModuleType]:

@@ -281,7 +281,7 @@ def test_html_export_draws_the_lineage_in_a_browser(runs, tmp_path):
 
 def test_real_self_improve_run_is_viewable_with_its_exchanges(tmp_path):
     from stop.llm import ModelSettings
-    from stop.meta import BudgetPerTest
+    from stop.scoring.meta import BudgetPerTest
     from stop.self_improve import SelfImproveConfig, self_improve
 
     script = tmp_path / "script.json"

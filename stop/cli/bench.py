@@ -21,6 +21,7 @@ class Suite(str, Enum):
     llm = "llm"
     cache = "cache"
     improve = "improve"
+    exit = "exit"  # needs the exit extra (torch); not part of "all"
     all = "all"
 
 
@@ -32,9 +33,13 @@ def _run(suite: Suite) -> list:
 
         return bench_sandbox()
     if suite is Suite.lmc:
-        from stop.lmc.bench import bench_lmc
+        from stop.bench.lmc import bench_lmc
 
         return [Figure(**row) for row in bench_lmc()]
+    if suite is Suite.exit:
+        from stop.bench.exit import bench_exit
+
+        return bench_exit()
     if suite is Suite.llm:
         from stop.bench.llm import bench_llm
 
@@ -52,7 +57,9 @@ def bench(
     ),
 ) -> None:
     """Measure stop against its baselines on this machine (ratio > 1: stop is better)."""
-    suites = [s for s in Suite if s is not Suite.all] if suite is Suite.all else [suite]
+    suites = (
+        [s for s in Suite if s not in (Suite.all, Suite.exit)] if suite is Suite.all else [suite]
+    )
     figures = []
     for each in suites:
         log.info("benchmark suite %s", each.value)

@@ -80,13 +80,13 @@ def improve(
     ray_address: str = RAY_ADDRESS_OPTION,
 ) -> None:
     """Ask a language model for rewrites of TARGET and keep the best by UTILITY."""
-    from stop.cli.render import ImproveProgress, result_json, summary
     from stop.improve import ImproveConfig
     from stop.improve import improve as run_improve
     from stop.llm import ModelSettings, choose_backend
     from stop.sandbox import executor as executors
     from stop.sandbox.executor import open_executor
-    from stop.utility import UtilityOptions
+    from stop.scoring.utility import UtilityOptions
+    from stop.view.improve import ImproveProgress, result_json, summary
 
     backend = BackendName(
         choose_backend(backend and backend.value, base_url=base_url, model=model, script=script)

@@ -63,9 +63,9 @@ def self_improve_command(
 ) -> None:
     """Apply the improver to its own source, scored by the meta-utility, round after round."""
     from stop.llm import ModelSettings, choose_backend
-    from stop.meta import BudgetPerTest
     from stop.sandbox import executor as executors
     from stop.sandbox.executor import open_executor
+    from stop.scoring.meta import BudgetPerTest
     from stop.self_improve import (
         SelfImproveConfig,
         circumvention_rate,

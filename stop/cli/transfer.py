@@ -48,12 +48,12 @@ def _trials(
     seed: int,
     transfer: bool,
 ) -> list:
+    from stop.analysis.transfer import compare
+    from stop.analysis.transfer import transfer as run_transfer
     from stop.llm import build_backend
     from stop.llm.cache import ResponseCache
-    from stop.meta import BudgetPerTest
-    from stop.task import load_task
-    from stop.transfer import compare
-    from stop.transfer import transfer as run_transfer
+    from stop.scoring.meta import BudgetPerTest
+    from stop.scoring.task import load_task
 
     specs = [load_task(t.strip()) for t in tasks.split(",") if t.strip()]
     if not specs:
@@ -95,7 +95,7 @@ def transfer(
     as_json: bool = _JSON,
 ) -> None:
     """Mean and 95% interval per task: seed solution, seed improver, this improver."""
-    from stop.improver import load_improver
+    from stop.host.improver import load_improver
 
     improvers = {"seed": load_improver("seed"), "improver": load_improver(improver, runs_dir)}
     settings, defaults = _model(backend, model, base_url, api_key_env, script)
@@ -129,7 +129,7 @@ def compare(
 ) -> None:
     """Improvers side by side, same model and budget: final utility (test split, mean and
     95% interval), model calls and wall time per task."""
-    from stop.improver import load_improver
+    from stop.host.improver import load_improver
 
     names = [name.strip() for name in improvers.split(",") if name.strip()]
     if not names:
@@ -168,10 +168,10 @@ def bench_mutators(
 ) -> None:
     """Per model: rates of valid, correct and improving mutations on toy targets, as whole
     rewrites and as edits, and tokens per improvement."""
+    from stop.bench.mutators import TOYS, bench_model
     from stop.llm import build_backend
     from stop.llm.cache import ResponseCache
     from stop.llm.model import LanguageModel
-    from stop.mutators import TOYS, bench_model
 
     toys = [t.strip() for t in targets.split(",")] if targets else list(TOYS)
     unknown = [t for t in toys if t not in TOYS]

@@ -3,7 +3,7 @@
 An improver runs in a sandbox with proxies (stop/sandbox/proxies.py) for its
 `language_model` and `utility`; each call crosses the sandbox's pipe as a request and
 comes back as a reply. The proxies build requests with `request` and read replies with
-`unwrap`; the host (stop/improver.py, `ImproverHost`) answers with `ok` and `refuse`.
+`unwrap`; the host (stop/host/improver.py, `ImproverHost`) answers with `ok` and `refuse`.
 Standard library only (and stop.errors): the sandboxed side imports it before anything.
 
 Requests: `{"op": <Op>, ...fields}`, the fields of each op as `Fields[op]` documents

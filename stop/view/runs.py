@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from stop.errors import BadInput
-from stop.lineage import FORMAT_VERSION, CandidateRecord, ImproverRecord
+from stop.store import FORMAT_VERSION, CandidateRecord, ImproverRecord
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The host's side of `utility.rank`: a learned reranker (stop/rerank.py) trained on the
+"""The host's side of `utility.rank`: a learned reranker (stop/search/reranker.py) trained on the
 candidates scored so far, refitted whenever new scores arrived since the last fit, so an
 improver can evaluate only the candidates worth a full utility evaluation.
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from stop.utility import Evaluation
+from stop.scoring.utility import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class CandidateRanker:
         self.stats = RankStats()
 
     def add(self, program: str, evaluation: Evaluation) -> None:
-        from stop.rerank import Scored  # numpy: only for runs that score candidates
+        from stop.search.reranker import Scored  # numpy: only for runs that score candidates
 
         with self._lock:
             self._examples[program] = Scored(
@@ -50,7 +50,7 @@ class CandidateRanker:
             self._update_saved()
 
     def rank(self, programs: list[str]) -> list[int]:
-        from stop.rerank import NotEnoughData, Reranker
+        from stop.search.reranker import NotEnoughData, Reranker
 
         with self._lock:
             self.stats.requests += 1

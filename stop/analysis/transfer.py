@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from stop.llm.base import Backend
 from stop.llm.cache import ResponseCache
-from stop.meta import BudgetPerTest, MetaUtility
-from stop.task import TaskSpec, TaskUtility
+from stop.scoring.meta import BudgetPerTest, MetaUtility
+from stop.scoring.task import TaskSpec, TaskUtility
 
 # Student's t, 97.5th percentile, by degrees of freedom (a 95% two-sided interval).
 _T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}

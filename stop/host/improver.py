@@ -16,15 +16,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from stop.edits import apply_reply
 from stop.errors import BadInput, BudgetExhausted, StopError
 from stop.helpers import extract_code
+from stop.host.prefetch import Prefetcher
+from stop.host.ranking import CandidateRanker
 from stop.llm.model import LanguageModel
-from stop.prefetch import Prefetcher
-from stop.ranking import CandidateRanker
 from stop.sandbox.protocol import Op, Refusal, ok, refuse
 from stop.sandbox.runner import Limits, SandboxResult, run_job
-from stop.utility import Evaluation, Utility
+from stop.scoring.utility import Evaluation, Utility
+from stop.search.edits import apply_reply
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def load_improver(spec: str, runs_dir: Path = Path("runs")) -> str:
     """Source of a built-in improver (`seed`), an improver file, or a saved generation
     (`<run-id>:<gen>`)."""
     if ":" in spec and not spec.endswith(".py"):
-        from stop.lineage import resolve_generation
+        from stop.store import resolve_generation
 
         spec = str(resolve_generation(spec, runs_dir))
     if spec.endswith(".py") or "/" in spec:

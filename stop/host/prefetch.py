@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from stop.utility import Evaluation, Utility
+from stop.scoring.utility import Evaluation, Utility
 
 WORKERS = 2  # evaluations in flight beside the model: the sandboxes of a 2-core machine
 

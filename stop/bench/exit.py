@@ -1,19 +1,16 @@
-"""Training throughput of stop.exit's train step against a minimal plain PyTorch loop.
-
-Same model (the cpu preset), same batch of real trajectories, AdamW; both do forward,
-masked loss, backward, step. Prints samples per second of each and the ratio ours/plain
-(the goal is > 0.9). Run: .venv/bin/python benchmarks/bench_exit.py [--steps 30]
-"""
+"""`stop bench exit`: training throughput of stop.exit's train step against a minimal
+plain PyTorch loop. Same model (the cpu preset), same batch of real trajectories, AdamW;
+both do forward, masked loss, backward, step. Needs the `exit` extra (torch)."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
 import torch
 import torch.nn.functional as F
 
+from stop.bench import Figure, figure
 from stop.exit.model import Decoder, preset
 from stop.exit.replay import Trajectory
 from stop.exit.train import make_batch, train_step, trajectory_items
@@ -30,12 +27,7 @@ def plain_step(model, optimizer, inputs, targets, weights):
     return loss.item()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=48)
-    parser.add_argument("--preset", default="cpu")
-    args = parser.parse_args()
+def bench_exit(steps: int = 30, batch_size: int = 48, preset_name: str = "cpu") -> list[Figure]:
     torch.manual_seed(0)
     tasks = {t.name: t for t in add_tasks(6)}
     # the Add-N solutions: ADD 0 ADD 1 ... HLT
@@ -43,23 +35,23 @@ def main() -> None:
         tuple(u for j in range(k - 1) for u in ("ADD", str(j))) + ("HLT",) for k in range(2, 7)
     ]
     trajectories = [Trajectory(f"add-{len(p) // 2 + 1}", p, "9", 1.0) for p in programs]
-    items = trajectory_items((trajectories * args.batch)[: args.batch], tasks, policy=True)
+    items = trajectory_items((trajectories * batch_size)[:batch_size], tasks, policy=True)
     batch = make_batch(items)
-    ours_model = Decoder(preset(args.preset))
+    ours_model = Decoder(preset(preset_name))
     plain_model = copy.deepcopy(ours_model)
     ours_opt = torch.optim.AdamW(ours_model.parameters(), lr=1e-3)
     plain_opt = torch.optim.AdamW(plain_model.parameters(), lr=1e-3)
 
     def time_ours() -> float:
         start = time.perf_counter()
-        for _ in range(args.steps):
+        for _ in range(steps):
             train_step(ours_model, ours_opt, batch)
         return time.perf_counter() - start
 
     def time_plain() -> float:
         plain_model.train()
         start = time.perf_counter()
-        for _ in range(args.steps):
+        for _ in range(steps):
             plain_step(plain_model, plain_opt, batch.inputs, batch.targets, batch.weights)
         return time.perf_counter() - start
 
@@ -68,13 +60,13 @@ def main() -> None:
     for _ in range(3):  # interleaved, best of 3: both see the same machine load
         ours.append(time_ours())
         plain.append(time_plain())
-    samples = args.steps * args.batch
-    ours_rate, plain_rate = samples / min(ours), samples / min(plain)
-    print(f"batch {args.batch} x {batch.inputs.shape[1]} tokens, preset {args.preset}")
-    print(f"ours  {ours_rate:8.1f} samples/s")
-    print(f"plain {plain_rate:8.1f} samples/s")
-    print(f"ratio ours/plain {ours_rate / plain_rate:.3f} (goal > 0.9)")
-
-
-if __name__ == "__main__":
-    main()
+    samples = steps * batch_size
+    return [
+        figure(
+            f"exit train step (batch {batch_size}, preset {preset_name}; goal > 0.9)",
+            samples / min(plain),
+            samples / min(ours),
+            "samples/s",
+            higher_is_better=True,
+        )
+    ]

@@ -101,7 +101,7 @@ class Utility(ABC):
     min_improvement: float = 0.0
     noisy: bool = False  # scores vary between evaluations of one program (timings)
     language: str = "python"  # of the programs it scores
-    # Safe to evaluate ahead of the improver's request, in a thread (stop/prefetch.py):
+    # Safe to evaluate ahead of the improver's request, in a thread (stop/host/prefetch.py):
     # a sandboxed run of the program, cheap and thread-safe, that spends no model calls.
     prefetch: bool = False
 

@@ -2,7 +2,7 @@
 
 For each model, on a fixed toy set of slow-but-correct programs, it asks for rewrites
 (whole programs) and for edits (search/replace blocks or diffs, applied by
-stop/edits.py), scores every mutation with the speed utility in the sandbox, and
+stop/search/edits.py), scores every mutation with the speed utility in the sandbox, and
 reports the rates of valid (it runs), correct (same results as the original) and
 improving (at least the speed utility's 10% faster) mutations, and tokens per
 improvement.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from stop.edits import apply_reply
 from stop.helpers import EDIT_INSTRUCTIONS, extract_code
 from stop.llm.model import LanguageModel
-from stop.utility import Target, UtilityOptions
+from stop.scoring.utility import Target, UtilityOptions
+from stop.search.edits import apply_reply
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from stop.errors import BadInput
 from stop.llm.base import Completion, Prompt
-from stop.utility import Evaluation
+from stop.scoring.utility import Evaluation
 
 FORMAT_VERSION = 1
 

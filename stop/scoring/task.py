@@ -19,7 +19,7 @@ from typing import Any, Literal
 from stop.errors import BadInput
 from stop.sandbox.executor import evaluate
 from stop.sandbox.runner import Limits
-from stop.utility import (
+from stop.scoring.utility import (
     MAX_FEEDBACK,
     Evaluation,
     Feedback,
@@ -184,7 +184,7 @@ def load_task(name: str) -> TaskSpec:
 
 def task_names() -> list[str]:
     """The modules of `utilities` that define a task (a SPEC)."""
-    from stop.utility import builtin_utilities
+    from stop.scoring.utility import builtin_utilities
 
     return [
         name

@@ -17,15 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, ConfigDict
 
-from stop.audit import reward_hacking_signals
-from stop.improver import run_improver
+from stop.host.improver import run_improver
+from stop.host.ranking import CandidateRanker, RankStats
 from stop.llm.base import Backend, derive_seed
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel, Usage
-from stop.ranking import CandidateRanker, RankStats
 from stop.sandbox.runner import Limits
-from stop.task import TaskSpec, TaskUtility
-from stop.utility import Evaluation, Utility
+from stop.scoring.audit import reward_hacking_signals
+from stop.scoring.task import TaskSpec, TaskUtility
+from stop.scoring.utility import Evaluation, Utility
 
 log = logging.getLogger(__name__)
 

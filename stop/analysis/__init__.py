@@ -1,0 +1,1 @@
+"""Improvers side by side: `stop transfer` and `stop compare` (transfer.py)."""
