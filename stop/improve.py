@@ -1,66 +1,42 @@
-"""The core loop of `stop improve`: one improver, one target, one utility, one run record."""
+"""The core loop of `stop improve`: one improver, one target, one utility, one run record.
+
+    improve(run, config) -> ImproveResult
+
+`run` (stop/wiring.py) holds the built parts; this module validates the input, runs the
+improver once through the host (stop/host/improver.py) and re-scores its choice.
+"""
 
 from __future__ import annotations
 
 import difflib
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from stop.errors import BadInput
-from stop.host.improver import ImproverOutcome, load_improver, run_improver
-from stop.host.ranking import CandidateRanker, RankStats
-from stop.llm import ModelSettings, build_backend
-from stop.llm.cache import ResponseCache
-from stop.llm.model import LanguageModel, Usage
-from stop.sandbox.jail import Sandbox, sandbox_kind
+from stop.host.improver import load_improver, run_improver
+from stop.host.ranking import CandidateRanker
+from stop.llm.model import LanguageModel
+from stop.records import (
+    CandidateRecord,
+    Evaluation,
+    Failed,
+    Finished,
+    ImproveConfig,
+    ImproveResult,
+    ImproverFinished,
+    ImproverStarted,
+    ModelRequested,
+    Rescoring,
+    ScoreRequested,
+)
+from stop.sandbox.jail import sandbox_kind
 from stop.sandbox.runner import Limits
-from stop.scoring.utility import Evaluation, Target, Utility, UtilityOptions, load_utility
-from stop.store import CandidateRecord, Record, RunStore
+from stop.scoring.utility import Target, Utility
+from stop.store import RunStore
+from stop.wiring import Run
 
 log = logging.getLogger(__name__)
-
-OnEvent = Callable[[str, dict[str, Any]], None]
-
-
-class ImproveConfig(Record):
-    target: Path
-    utility: str = "speed"
-    utility_options: UtilityOptions = UtilityOptions()
-    improver: str = "seed"
-    model: ModelSettings = ModelSettings()
-    max_responses_per_call: int = 4
-    max_tokens: int = 256  # per response
-    model_budget_calls: int = 16
-    model_budget_tokens: int | None = None
-    seed: int = 0
-    improver_timeout_s: float = 600.0  # the whole improver, model calls included
-    runs_dir: Path = Path("runs")
-    use_cache: bool = True
-    sandbox: Sandbox = "jail"  # what ran the untrusted code; set by the run itself
-
-
-class ImproveResult(Record):
-    run_id: str
-    run_dir: str
-    target: str
-    utility: str
-    score_range: str
-    status: str  # "completed", or "improver_failed" (the original is kept)
-    improver: ImproverOutcome
-    baseline_score: float
-    best_score: float
-    improved: bool
-    speedup: float | None = None
-    best_path: str
-    diff: str
-    candidates: list[CandidateRecord]
-    usage: Usage
-    utility_uses: int
-    rerank: RankStats = RankStats()
-    seconds: float
 
 
 MAX_TARGET_BYTES = 1 << 20  # a program to rewrite must fit in a model's prompt many times over
@@ -122,49 +98,29 @@ def _median(evaluations: list[Evaluation]) -> Evaluation:
     return ranked[len(ranked) // 2]
 
 
-def improve(config: ImproveConfig, on_event: OnEvent | None = None) -> ImproveResult:
+def improve(run: Run, config: ImproveConfig) -> ImproveResult:
     """Validate everything, then run the improver once and record the run."""
-    emit = on_event or (lambda kind, data: None)
     started = time.monotonic()
     # Everything that can be wrong with the input is found before the run directory exists.
     target = _read_target(config.target)
     improver_source = load_improver(config.improver, config.runs_dir)
-    emit("calibrating", {})
-    utility = load_utility(config.utility, target, config.utility_options)
+    utility = run.utility(
+        config.utility, target, config.utility_options, config.budget.evaluations
+    )
     if utility.language == "python":
         _check_python(target)
-    backend = build_backend(config.model)
-
     config = config.model_copy(update={"sandbox": sandbox_kind()})
-    store = RunStore.create(config.runs_dir, "improve", config)
+    store = run.create_store("improve", config)
     store.suffix = target.path.suffix or ".py"
     store.write_text(f"original{store.suffix}", target.source)
-    cache = (
-        ResponseCache(config.runs_dir / ".cache" / "responses.sqlite3")
-        if config.use_cache
-        else None
-    )
-    model = LanguageModel(
-        backend,
-        max_responses_per_call=config.max_responses_per_call,
-        max_tokens=config.max_tokens,
-        budget_calls=config.model_budget_calls,
-        budget_tokens=config.model_budget_tokens,
-        seed=config.seed,
-        cache=cache,
-        on_exchange=store.log_exchange,
-        on_failure=store.log_failure,
-    )
-    emit("started", {"run_dir": str(store.dir), "budget": utility.budget})
+    model = run.model(config.budget, config.seed)
+    store.emit(ImproverStarted(budget=utility.budget))
     try:
-        return _run(config, target, improver_source, utility, model, store, emit, started)
+        return _run(config, target, improver_source, utility, model, store, started)
     except BaseException as exc:
         # Ctrl-C or a failure of stop itself: say so in the log, which a viewer reads.
-        store.event("failed", error=f"{type(exc).__name__}: {exc}")
+        store.emit(Failed(error=f"{type(exc).__name__}: {exc}"))
         raise
-    finally:
-        if cache:
-            cache.close()
 
 
 def _run(
@@ -174,15 +130,15 @@ def _run(
     utility: Utility,
     model: LanguageModel,
     store: RunStore,
-    emit: OnEvent,
     started: float,
 ) -> ImproveResult:
     candidates: list[CandidateRecord] = []
 
     def on_candidate(origin: str, program: str | None, evaluation: Evaluation) -> None:
-        record = store.save_candidate(origin, program, evaluation)
-        candidates.append(record)
-        emit("candidate", {"record": record})
+        candidates.append(store.save_candidate(origin, program, evaluation))
+
+    def on_request(kind: str, n: int) -> None:
+        store.emit(ModelRequested(n=n) if kind == "generate" else ScoreRequested())
 
     ranker = CandidateRanker(seed=config.seed)
     outcome = run_improver(
@@ -190,17 +146,17 @@ def _run(
         target.source,
         utility,
         model,
-        limits=Limits(wall_s=config.improver_timeout_s),
+        limits=Limits(wall_s=config.budget.timeout_s),
         on_candidate=on_candidate,
-        on_request=lambda kind, n: emit(kind, {"n": n}),
+        on_request=on_request,
         ranker=ranker,
         on_record=store.save_improver_record,
     )
-    store.event("improver_finished", status=outcome.status, error=outcome.error)
+    store.emit(ImproverFinished(status=outcome.status, error=outcome.error))
 
     # The host re-scores the original and the improver's choice with the hidden scorer:
     # what the improver claims about its choice counts for nothing.
-    emit("rescoring", {})
+    store.emit(Rescoring())
     changed = bool(
         outcome.status == "ok"
         and outcome.program
@@ -249,5 +205,5 @@ def _run(
         seconds=time.monotonic() - started,
     )
     store.write_record("result.json", result)
-    store.event("finished", improved=improved, best_score=best.score)
+    store.emit(Finished(improved=improved, best_score=best.score))
     return result

@@ -1,112 +1,211 @@
 """The run store: runs/<run-id>/ with the config, an append-only event log, every
-candidate, the language-model exchanges, and the result. Every record is a pydantic
-model that rejects unknown keys and carries a format version.
+candidate or generation, the language-model exchanges, and the result. Every record is a
+typed record of stop/records.py; every file is written atomically.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import secrets
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from stop.errors import BadInput
 from stop.llm.base import Completion, Prompt
-from stop.scoring.utility import Evaluation
+from stop.records import (
+    FORMAT_VERSION,
+    CandidateRecord,
+    CandidateSaved,
+    Evaluation,
+    Event,
+    Exchange,
+    GenerationRecord,
+    GenerationSaved,
+    ImproverRecord,
+    Record,
+    RecordSaved,
+    Resumed,
+    Started,
+)
 
-FORMAT_VERSION = 1
-
-
-class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    format_version: int = FORMAT_VERSION
-
-
-class CandidateRecord(Record):
-    index: int
-    origin: str  # "original" (the input re-scored), "model" (a reply scored by the improver)
-    path: str | None  # the program file, relative to the run directory
-    evaluation: Evaluation
-
-
-class ImproverRecord(Record):
-    """JSON an improver saved with the run through `utility.record(name, data)`, such as
-    MAP-Elites's archive; stamped with the run it came from."""
-
-    run_id: str
-    name: str
-    data: Any
+log = logging.getLogger(__name__)
+Watcher = Callable[[Any], None]  # called with each event as it happens
+R = TypeVar("R", bound=BaseModel)
+EVENT = TypeAdapter(Event)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write `path` through a temporary file beside it, flushed to disk, then renamed
+    into place: a crash or Ctrl-C leaves the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EventLog:
+    """Each event once, to every watcher and, once the run has a directory, to its
+    events.jsonl. Events before that (a utility's calibration) are kept and written when
+    the directory is made; if it never is, nothing was written."""
+
+    def __init__(self, watchers: tuple[Watcher, ...] = ()) -> None:
+        self.watchers = list(watchers)
+        self._path: Path | None = None
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: Any) -> None:
+        with self._lock:
+            if self._path is None:
+                self._pending.append(event)
+            else:
+                _append(self._path, event)
+        for watch in self.watchers:
+            watch(event)
+
+    def attach(self, path: Path, first: Any = None) -> None:
+        """Write into `path` from now on: `first` (a run's Started), then what came before."""
+        with self._lock:
+            self._path = path
+            for event in [first] if first is not None else []:
+                _append(path, event)
+            for event in self._pending:
+                _append(path, event)
+            self._pending.clear()
+        if first is not None:
+            for watch in self.watchers:
+                watch(first)
+
+
+def _append(path: Path, record: BaseModel) -> None:
+    with open(path, "a") as f:
+        f.write(record.model_dump_json() + "\n")
+
+
+def read_events(run_dir: Path) -> list[Any]:
+    """A run's events; a line that is not one (being written right now) is skipped."""
+    events = []
+    try:
+        with open(run_dir / "events.jsonl") as f:
+            for line in f:
+                try:
+                    events.append(EVENT.validate_json(line))
+                except ValidationError:
+                    continue
+    except OSError:
+        pass
+    return events
+
+
+def read_record(path: Path, shape: type[R], what: str) -> R:
+    """A record file as `shape`, or BadInput naming what is wrong with it."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} ({path}): {exc.strerror or exc}") from exc
+    try:
+        version = TypeAdapter(dict[str, Any]).validate_json(text).get("format_version")
+    except ValidationError as exc:
+        raise BadInput(f"{what} ({path}) is not a JSON record") from exc
+    if version != FORMAT_VERSION:
+        raise BadInput(
+            f"{what} was written in run format {version!r}, and this stop reads format "
+            f"{FORMAT_VERSION}; use the stop version that made it"
+        )
+    try:
+        return shape.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadInput(f"{what} ({path}) is damaged: {where}: {first['msg']}") from exc
 
 
 class RunStore:
     """One run directory. Writes are atomic per file; the event log only grows."""
 
-    def __init__(self, run_dir: Path) -> None:
+    suffix = ".py"  # of saved programs: an improve run saves them as its target's kind
+
+    def __init__(self, run_dir: Path, events: EventLog | None = None, first: Any = None) -> None:
         self.dir = run_dir
         self.id = run_dir.name
+        self.events = events or EventLog()
+        self.events.attach(run_dir / "events.jsonl", first)
         self._lock = threading.Lock()
-        # Added to every logged exchange: self-improvement sets {"gen": n} for the round
-        # that makes generation n, so a viewer can show the exchanges behind it.
-        self.tags: dict[str, Any] = {}
+        # Added to every logged exchange: self-improvement sets the generation a round
+        # makes, so a viewer can show the exchanges behind it.
+        self.gen: int | None = None
 
     @classmethod
-    def create(cls, runs_dir: Path, kind: str, config: BaseModel) -> RunStore:
+    def create(
+        cls, runs_dir: Path, kind: str, config: Record, events: EventLog | None = None
+    ) -> RunStore:
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{secrets.token_hex(3)}"
         run_dir = runs_dir / run_id
         # No sandbox sees the runs folder: it is outside every jail's view.
         (run_dir / "candidates").mkdir(parents=True)
-        store = cls(run_dir)
-        store.write_record("config.json", config)
-        store.event("started", kind=kind)
-        return store
+        write_atomic(run_dir / "config.json", config.model_dump_json(indent=2) + "\n")
+        return cls(run_dir, events, first=Started(kind=kind))
+
+    @classmethod
+    def resume(cls, runs_dir: Path, run_id: str, events: EventLog | None = None) -> RunStore:
+        return cls(runs_dir / run_id, events, first=Resumed())
+
+    def emit(self, event: Any) -> None:
+        self.events.emit(event)
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.dir / name
-        _write_atomic(path, text)
+        path.parent.mkdir(exist_ok=True)
+        write_atomic(path, text)
         return path
 
     def write_record(self, name: str, record: BaseModel) -> Path:
         return self.write_text(name, record.model_dump_json(indent=2) + "\n")
 
-    def _append(self, name: str, data: dict[str, Any]) -> None:
-        with self._lock, open(self.dir / name, "a") as f:
-            f.write(json.dumps({"time": time.time(), **data}) + "\n")
+    def _log(self, exchange: Exchange) -> None:
+        with self._lock:
+            _append(self.dir / "llm.jsonl", exchange)
 
-    def event(self, event: str, **data: Any) -> None:
-        self._append("events.jsonl", {"event": event, **data})
+    def exchange_logger(self, role: str | None = None) -> tuple[Callable, Callable]:
+        """(on_exchange, on_failure) for a LanguageModel: its samples into llm.jsonl,
+        tagged with `role` and the generation being made."""
 
-    def _log_call(self, prompt: Prompt, outcome: dict[str, Any], tags: dict[str, Any]) -> None:
-        asked = {"system": prompt.expertise, "user": prompt.message}
-        asked |= {"temperature": prompt.temperature, "sample": prompt.sample}
-        self._append("llm.jsonl", self.tags | tags | asked | outcome)
+        def asked(prompt: Prompt) -> dict[str, Any]:
+            return {
+                "gen": self.gen,
+                "role": role,
+                "system": prompt.expertise,
+                "user": prompt.message,
+                "temperature": prompt.temperature,
+                "sample": prompt.sample,
+            }
 
-    def log_exchange(self, prompt: Prompt, completion: Completion, **tags: Any) -> None:
-        self._log_call(prompt, completion.model_dump(), tags)
+        def on_exchange(prompt: Prompt, completion: Completion) -> None:
+            self._log(Exchange(**asked(prompt), **completion.model_dump()))
 
-    def log_failure(self, prompt: Prompt, error: Exception, **tags: Any) -> None:
-        """A model call that failed: logged beside the exchanges, with its error."""
-        self._log_call(prompt, {"error": str(error)}, tags)
+        def on_failure(prompt: Prompt, error: Exception) -> None:
+            self._log(Exchange(**asked(prompt), error=str(error)))
+
+        return on_exchange, on_failure
 
     def save_improver_record(self, name: str, data: Any) -> None:
-        (self.dir / "records").mkdir(exist_ok=True)
         self.write_record(
             f"records/{name}.json", ImproverRecord(run_id=self.id, name=name, data=data)
         )
-        self.event("record", name=name)
-
-    suffix = ".py"  # of saved programs: an improve run saves them as its target's kind
+        self.emit(RecordSaved(name=name))
 
     def save_candidate(
         self, origin: str, program: str | None, evaluation: Evaluation
@@ -116,13 +215,56 @@ class RunStore:
             path = None
             if program is not None:
                 path = f"candidates/{index:03d}{self.suffix}"
-                _write_atomic(self.dir / path, program)
+                write_atomic(self.dir / path, program)
             record = CandidateRecord(index=index, origin=origin, path=path, evaluation=evaluation)
-            _write_atomic(
+            write_atomic(
                 self.dir / f"candidates/{index:03d}.json", record.model_dump_json(indent=2)
             )
-        self.event("candidate", index=index, status=evaluation.status, score=evaluation.score)
+        self.emit(
+            CandidateSaved(
+                index=index,
+                status=evaluation.status,
+                score=evaluation.score,
+                origin=origin,
+                path=path,
+            )
+        )
         return record
+
+    # --- self-improve runs ----------------------------------------------------------
+
+    def generations(self) -> list[GenerationRecord]:
+        """The complete generations, 0, 1, ...; a gap or a damaged record is bad input."""
+        records = [
+            read_record(path, GenerationRecord, f"generation record of run {self.id}")
+            for path in sorted((self.dir / "generations").glob("gen_*.json"))
+        ]
+        for i, record in enumerate(records):
+            if record.gen != i:
+                raise BadInput(f"run {self.id} is missing generation {i}")
+        return records
+
+    def save_generation(self, record: GenerationRecord, source: str) -> None:
+        self.write_text(record.path, source)
+        # The record comes last: its presence is what makes the generation count as done.
+        self.write_record(f"generations/gen_{record.gen:03d}.json", record)
+        self.emit(
+            GenerationSaved(
+                gen=record.gen,
+                val=record.meta_utility_val,
+                test=record.meta_utility_test,
+                kept=record.kept,
+                seconds=record.seconds,
+            )
+        )
+
+
+def read_config(runs_dir: Path, run_id: str, shape: type[R]) -> R:
+    """The configuration run `run_id` was started with (for --resume), as `shape`."""
+    path = runs_dir / run_id / "config.json"
+    if "/" in run_id or not path.is_file():
+        raise BadInput(f"no run {run_id!r} in {runs_dir}")
+    return read_record(path, shape, f"the config of run {run_id}")
 
 
 def resolve_generation(spec: str, runs_dir: Path) -> Path:

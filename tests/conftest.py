@@ -18,3 +18,12 @@ def script(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def scripted_model():
+    """A scripted backend instance to hand to a loop (stop.wiring.Run(backend=...)): it
+    answers from `replies` and records every prompt it is asked (`.prompts`)."""
+    from stop.llm.scripted import ScriptedBackend
+
+    return lambda replies: ScriptedBackend(list(replies))

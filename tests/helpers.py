@@ -21,3 +21,31 @@ def run_stop(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
     return subprocess.run(
         [*STOP, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def improve_run(config, backend=None):
+    """`stop improve`'s loop on `config`, wired as the CLI wires it; `backend`: an instance
+    (a ScriptedBackend) to use instead of the config's model settings."""
+    from stop.improve import improve
+    from stop.wiring import Run
+
+    with Run(config.runs_dir, config.model, backend=backend, use_cache=config.use_cache) as run:
+        return improve(run, config)
+
+
+def self_improve_run(config, resume: str | None = None, backend=None):
+    """`stop self-improve`'s loop: (the run's directory and id, its generations)."""
+    from types import SimpleNamespace
+
+    from stop.self_improve import self_improve
+    from stop.wiring import Run
+
+    with Run(config.runs_dir, config.model, backend=backend) as run:
+        result = self_improve(run, config, resume=resume)
+    return SimpleNamespace(dir=Path(result.run_dir), id=result.run_id), result.generations
+
+
+def calibrated(utility, target):
+    """A utility built by hand, calibrated as a run calibrates it."""
+    utility.calibrate(target)
+    return utility

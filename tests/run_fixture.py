@@ -6,11 +6,18 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from stop.defaults import LOCAL
 from stop.llm.base import Completion, Prompt
-from stop.llm.model import Usage
+from stop.records import (
+    Finished,
+    GenerationRecord,
+    MetaScore,
+    Proposal,
+    SelfImproveConfig,
+    TestResult,
+    Usage,
+)
 from stop.scoring.audit import audit_source
-from stop.scoring.meta import MetaScore, TestResult
-from stop.self_improve import GenerationRecord, SelfImproveConfig
 from stop.store import RunStore
 
 SEED = (Path(__file__).resolve().parents[1] / "seed_improvers" / "seed.py").read_text()
@@ -36,22 +43,27 @@ def improver(gen: int) -> str:
 
 def make_run(runs_dir: Path, generations: int, *, finished: bool = True) -> RunStore:
     """Generation g scores 0.3 + 0.01 g when kept; every fourth is worse and reverted."""
-    config = SelfImproveConfig(rounds=generations - 1, runs_dir=runs_dir)
+    config = SelfImproveConfig(
+        rounds=generations - 1,
+        runs_dir=runs_dir,
+        tests=LOCAL.tests,
+        round_budget=LOCAL.round,
+        test_budget=LOCAL.test,
+    )
     store = RunStore.create(runs_dir, "self-improve", config)
     (store.dir / "generations").mkdir()
     current, current_val = None, 0.0
     for gen in range(generations):
-        store.tags = {"gen": gen}
+        store.gen = gen
+        on_exchange, _ = store.exchange_logger(role="improver")
         source = improver(gen)
         kept = gen == 0 or gen % 4 != 2
         val = 0.3 + 0.01 * gen if kept else max(current_val - 0.05, 0.0)
         prompt = Prompt("expert", f"improve generation {current}", 0.7, 256, 0, 0)
-        store.log_exchange(
+        on_exchange(
             prompt,
             Completion(text=f"```python\n{source}```", prompt_tokens=90, completion_tokens=60),
-            role="improver",
         )
-        path = store.write_text(f"generations/gen_{gen:03d}.py", source)
         tests = [
             TestResult(task="lpn", index=i, improver_status="ok", val=val, test=val - 0.02)
             for i in range(2)
@@ -64,7 +76,7 @@ def make_run(runs_dir: Path, generations: int, *, finished: bool = True) -> RunS
         record = GenerationRecord(
             gen=gen,
             parent=current,
-            path=str(path.relative_to(store.dir)),
+            path=f"generations/gen_{gen:03d}.py",
             sha256=hashlib.sha256(source.encode()).hexdigest(),
             meta_utility_val=val,
             meta_utility_test=val - 0.02,
@@ -72,27 +84,26 @@ def make_run(runs_dir: Path, generations: int, *, finished: bool = True) -> RunS
             kept=kept,
             improver_status="ok",
             candidates=[
-                {
-                    "origin": "model",
-                    "sha256": "ab12",
-                    "status": "ok",
-                    "val": val,
-                    "circumvented": gen == CIRCUMVENTING,
-                    "audit": [],
-                    "findings": [],
-                },
+                Proposal(
+                    origin="model",
+                    sha256="ab12",
+                    status="ok",
+                    val=val,
+                    circumvented=gen == CIRCUMVENTING,
+                    audit=[],
+                    findings=[],
+                )
             ]
             if gen
-            else [],  # fmt: skip
+            else [],
             usage=score.usage,
             seconds=1.5,
             audit=audit,
             circumvented=gen == CIRCUMVENTING,
         )
-        store.write_record(f"generations/gen_{gen:03d}.json", record)
-        store.event("generation", gen=gen, val=val, test=val - 0.02, kept=kept)
+        store.save_generation(record, source)
         if kept:
             current, current_val = gen, val
     if finished:
-        store.event("finished", generations=generations)
+        store.emit(Finished(generations=generations))
     return store

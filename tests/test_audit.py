@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from stop.scoring.audit import audit_source, reward_hacking_signals
-from stop.self_improve import circumvention_rate, self_improve
+from stop.self_improve import circumvention_rate
 from tests import improvers as I
-from tests.helpers import run_stop
+from tests.helpers import run_stop, self_improve_run
 from tests.test_self_improve import LPN_REPLIES, _config
 
 
@@ -57,7 +57,7 @@ def test_sandbox_probe_reports_circumvention(tmp_path):
 
 def test_a_kept_flipping_generation_is_marked(tmp_path):
     config = _config(tmp_path, [I.FLIPPER, I.LAZY], rounds=1)
-    _, (seed, flipper) = self_improve(config.model_copy(update={"tasks": ["sandbox_probe"]}))
+    _, (seed, flipper) = self_improve_run(config.model_copy(update={"tasks": ["sandbox_probe"]}))
     # It samples more than the seed, so it is kept; and it is marked for asking.
     assert flipper.kept and flipper.meta_utility_val > seed.meta_utility_val
     assert flipper.circumvented and not seed.circumvented

@@ -40,13 +40,12 @@ import pytest
 import stop
 import stop.host.improver
 import utilities.speed
-from stop.improve import ImproveConfig, ImproveResult, improve
-from stop.llm import ModelSettings
+from stop.records import Budget, ImproveConfig, ImproveResult, ModelSettings
 from stop.sandbox import executor, reaper, slots
 from stop.sandbox.runner import SandboxResult
 from stop.scoring.utility import Evaluation, Target, UtilityOptions
 from tests import jailcheck
-from tests.helpers import FIB
+from tests.helpers import FIB, improve_run
 from tests.hostile.corpus import CANDIDATES, IMPROVERS, MEMO_REPLY, PROBES, Case, render
 
 ROOT = os.geteuid() == 0
@@ -321,7 +320,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
 def fib_utility():
     """The speed utility on examples/fib.py and its own workload, built once."""
     target = Target(path=FIB, source=FIB.read_text())
-    return utilities.speed.build(target, UtilityOptions(timeout_s=TIMEOUT_S))
+    utility = utilities.speed.build(target, UtilityOptions(timeout_s=TIMEOUT_S))
+    utility.calibrate(target)
+    return utility
 
 
 def _params(cases: list[Case]) -> list:
@@ -404,14 +405,18 @@ def test_improver(case: Case, world: World):
         target=FIB,
         model=ModelSettings(backend="scripted", script=script),
         runs_dir=world.runs_dir,
-        utility_options=UtilityOptions(budget=case.budget, timeout_s=TIMEOUT_S),
+        utility_options=UtilityOptions(timeout_s=TIMEOUT_S),
         improver=case.improver or str(world.tmp / "improver.py"),
-        improver_timeout_s=case.improver_timeout_s,
-        model_budget_calls=4,
-        max_responses_per_call=4,
+        budget=Budget(
+            model_calls=4,
+            max_responses_per_call=4,
+            max_tokens=256,
+            evaluations=case.budget,
+            timeout_s=case.improver_timeout_s,
+        ),
     )
 
-    result = improve(config)
+    result = improve_run(config)
 
     outcome = result.improver
     assert outcome.status == case.status, outcome
@@ -430,7 +435,7 @@ def test_improver(case: Case, world: World):
     # Budgets hold whatever the improver did, and no one is charged twice.
     assert result.utility_uses <= case.budget
     assert len([c for c in result.candidates if c.path is not None]) == result.utility_uses
-    assert result.usage.calls <= config.model_budget_calls
+    assert result.usage.calls <= config.budget.model_calls
     if case.utility_uses is not None:
         assert result.utility_uses == case.utility_uses
     if case.model_calls is not None:

@@ -5,28 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stop.improve import ImproveConfig, improve
-from stop.llm import ModelSettings
-from stop.scoring.utility import UtilityOptions
-from stop.store import CandidateRecord
+from stop.defaults import LOCAL
+from stop.records import CandidateRecord, ImproveConfig, ModelSettings
 from tests import replies
-from tests.helpers import FIB, run_stop
+from tests.helpers import FIB, improve_run, run_stop
 from tests.openai_server import CannedServer
 
 SECRET = "sk-test-do-not-leak-4242"
 
 
-def _config(tmp_path: Path, script: Path, **kw) -> ImproveConfig:
+def _config(tmp_path: Path, script: Path | None = None, **kw) -> ImproveConfig:
     return ImproveConfig(
         target=FIB,
-        model=ModelSettings(backend="scripted", script=script),
+        model=ModelSettings(backend="scripted", script=script or tmp_path / "unused.json"),
         runs_dir=tmp_path / "runs",
+        budget=kw.pop("budget", LOCAL.improve),
         **kw,
     )
 
 
 def test_scripted_run_keeps_the_memoized_rewrite(tmp_path, script):
-    result = improve(_config(tmp_path, script([replies.MEMO, replies.WRONG, replies.PROSE])))
+    result = improve_run(_config(tmp_path, script([replies.MEMO, replies.WRONG, replies.PROSE])))
     assert result.improved and result.status == "completed"
     assert "lru_cache" in Path(result.best_path).read_text()
     assert result.speedup is not None and result.speedup > 5
@@ -42,16 +41,19 @@ def test_scripted_run_keeps_the_memoized_rewrite(tmp_path, script):
     assert len((run / "llm.jsonl").read_text().splitlines()) == 4  # samples per call
 
 
-def test_prompts_carry_the_program_and_the_utility_description(tmp_path, script):
-    from stop.llm import build_backend
-
-    config = _config(tmp_path, script([replies.PROSE]))
-    result = improve(config)
+def test_prompts_carry_the_program_and_the_utility_description(tmp_path, scripted_model):
+    model = scripted_model([replies.PROSE])
+    result = improve_run(_config(tmp_path), backend=model)
     assert not result.improved and result.speedup == 1.0
+    # The seed improver asked for one batch, every sample with the program and the task.
+    assert len(model.prompts) == LOCAL.improve.max_responses_per_call
+    assert [p.sample for p in model.prompts] == list(range(len(model.prompts)))
+    for prompt in model.prompts:
+        assert "return fib(n - 1) + fib(n - 2)" in prompt.message
+        assert "original time / new time" in prompt.message
+    # And the run's log holds what the model was asked.
     exchange = json.loads((Path(result.run_dir) / "llm.jsonl").read_text().splitlines()[0])
-    assert "return fib(n - 1) + fib(n - 2)" in exchange["user"]
-    assert "original time / new time" in exchange["user"]
-    assert build_backend(config.model).prompts == []  # a fresh backend saw nothing
+    assert exchange["user"] == model.prompts[0].message
 
 
 def test_improver_cannot_raise_its_own_budget(tmp_path, script):
@@ -72,9 +74,9 @@ def test_improver_cannot_raise_its_own_budget(tmp_path, script):
         tmp_path,
         script([replies.MEMO]),
         improver=str(improver),
-        utility_options=UtilityOptions(budget=3),
+        budget=LOCAL.improve.model_copy(update={"evaluations": 3}),
     )
-    result = improve(config)
+    result = improve_run(config)
     assert result.utility_uses == 3
     assert len(result.candidates) == 3
 
@@ -86,7 +88,7 @@ def test_improver_that_returns_garbage_keeps_the_original(tmp_path, script):
         "    print('noise on stdout' * 1000)\n"
         "    return 42\n"
     )
-    result = improve(_config(tmp_path, script([replies.MEMO]), improver=str(improver)))
+    result = improve_run(_config(tmp_path, script([replies.MEMO]), improver=str(improver)))
     assert result.status == "improver_failed"
     assert "returned int" in (result.improver.error or "")
     assert not result.improved
@@ -105,19 +107,19 @@ def test_openai_cli_run_against_a_real_http_server(tmp_path):
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout)
         assert out["improved"] is True, [
-            (c["status"], c["score"], c["detail"]) for c in out["candidates"]
+            (c["evaluation"]["status"], c["evaluation"]["detail"]) for c in out["candidates"]
         ]
         assert out["speedup"] > 10
         assert out["best_score"] > out["baseline_score"]
         assert "lru_cache" in Path(out["best_path"]).read_text()
-        statuses = {c["status"] for c in out["candidates"]}
+        statuses = {c["evaluation"]["status"] for c in out["candidates"]}
         assert statuses == {"ok", "wrong_answer", "timeout", "syntax_error", "no_code"}
         # Concurrent requests, each authorised with the host's key, one batch of six.
         assert len(server.requests) == 6
         assert all(r["auth"] == f"Bearer {SECRET}" for r in server.requests)
         assert all(r["body"]["model"] == "canned" for r in server.requests)
         # The candidate that read the environment saw no secret, and none was written.
-        assert not any(SECRET in (c["detail"] or "") for c in out["candidates"])
+        assert not any(SECRET in (c["evaluation"]["detail"] or "") for c in out["candidates"])
         for path in Path(out["run_dir"]).rglob("*"):
             if path.is_file():
                 assert SECRET not in path.read_text(errors="replace"), path
@@ -145,7 +147,7 @@ def test_failed_improver_exits_1_after_saving_the_run(tmp_path, script):
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
     assert out["status"] == "improver_failed"
-    assert "ZeroDivisionError" in out["improver_error"]
+    assert "ZeroDivisionError" in out["improver"]["error"]
     assert Path(out["best_path"]).read_text() == FIB.read_text()
 
 

@@ -43,7 +43,8 @@ def test_no_forgery_is_chosen_or_scores_above_the_program_it_wraps(tmp_path, scr
     scored = [c for c in result["candidates"] if c["origin"] == "model"]
     assert len(scored) == len(FORGERIES)
     for candidate in scored:
-        assert candidate["status"] == "ok" and candidate["score"] < 1.5, candidate
+        assert candidate["evaluation"]["status"] == "ok", candidate
+        assert candidate["evaluation"]["score"] < 1.5, candidate
 
 
 def _run_with_the_control_sequence(tmp_path: Path, script) -> tuple[str, Path]:

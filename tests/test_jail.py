@@ -439,7 +439,7 @@ def test_improve_finds_and_keeps_a_rewrite_that_imports_ordinary_modules(tmp_pat
     result = json.loads(proc.stdout)
     assert result["improved"], result  # its imports are timed too, as module-level work
     assert "import bz2" in Path(result["best_path"]).read_text()
-    statuses = {c["status"] for c in result["candidates"]}
+    statuses = {c["evaluation"]["status"] for c in result["candidates"]}
     assert "crash" in statuses  # the missing module: a crash, scored 0, not kept
 
 

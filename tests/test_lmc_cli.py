@@ -92,7 +92,7 @@ def test_improve_an_lmc_program(tmp_path):
         "2",
         "HLT",
     ]
-    statuses = {c["status"]: c["score"] for c in out["candidates"]}
+    statuses = {c["evaluation"]["status"]: c["evaluation"]["score"] for c in out["candidates"]}
     assert statuses["syntax_error"] == -1 and statuses["crash"] == -1
     prompt = json.loads((tmp_path / out["run_dir"] / "llm.jsonl").read_text().splitlines()[0])[
         "user"

@@ -108,10 +108,9 @@ def _workload() -> list[tuple[str, str, str, str | None]]:
 
 
 def test_two_hundred_concurrent_evaluations_a_fifth_hostile(monkeypatch):
-    utility = utilities.speed.build(
-        Target(path=FIB, source=FIB.read_text()),
-        UtilityOptions(inputs="[[15]]", timeout_s=TIMEOUT_S),
-    )
+    target = Target(path=FIB, source=FIB.read_text())
+    utility = utilities.speed.build(target, UtilityOptions(inputs="[[15]]", timeout_s=TIMEOUT_S))
+    utility.calibrate(target)
     assert utility.expected == [610]
 
     uids: set[int] = set()

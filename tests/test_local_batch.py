@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from stop.errors import ModelError
-from stop.llm.base import BatchFailure, ModelSettings, Prompt
+from stop.llm.base import BatchFailure, Prompt
 from stop.llm.batch_decode import SAMPLING_DEFAULTS
 
 llama_cpp = pytest.importorskip("llama_cpp")
@@ -31,7 +31,7 @@ def _prompt(message: str, sample: int, temperature: float = 0.0, max_tokens: int
 def backend():
     from stop.llm.local import LocalBackend
 
-    return LocalBackend(ModelSettings())
+    return LocalBackend()
 
 
 def test_batch_samplers_use_create_completions_defaults():
@@ -129,7 +129,7 @@ def test_the_sequential_path_still_works_after_a_batch(backend):
 def test_a_group_larger_than_the_window_allows_goes_in_rounds():
     from stop.llm.local import LocalBackend
 
-    small = LocalBackend(ModelSettings(context_tokens=256))
+    small = LocalBackend(LocalOptions(context_tokens=256))
     prompts = [_prompt(SQUARES, sample, max_tokens=64) for sample in range(5)]
     together = small.generate(prompts)
     # (256 - prompt) // 64 tokens leaves room for 2 or 3 sequences at once, not 5.

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 
 from stop.errors import BudgetExhausted, ModelError
-from stop.improve import ImproveConfig, improve
-from stop.llm import ModelSettings, build_backend
+from stop.llm import build_backend
 from stop.llm import openai_backend as openai_backend_module
 from stop.llm.cache import ResponseCache, cache_key
 from stop.llm.model import MIN_REPLY_CHARS, LanguageModel
-from stop.scoring.utility import UtilityOptions
+from stop.records import Budget, ImproveConfig, ModelSettings
 from tests import replies
 from tests.fault_server import (
     E429,
@@ -37,7 +36,7 @@ from tests.fault_server import (
     huge,
     truncated,
 )
-from tests.helpers import FIB, run_stop
+from tests.helpers import FIB, improve_run, run_stop
 
 TIMEOUT_S = 1.0  # per HTTP attempt; the SDK makes three
 
@@ -246,15 +245,18 @@ def test_failed_calls_use_up_the_budget_and_never_exceed_it() -> None:
 # --- whole runs ------------------------------------------------------------------------------
 
 
-def _config(tmp_path: Path, server: FaultServer, **kw) -> ImproveConfig:
-    options = kw.pop("utility_options", UtilityOptions(budget=9))
+def _config(
+    tmp_path: Path, server: FaultServer, evaluations: int = 9, model_calls: int = 16, **kw
+) -> ImproveConfig:
     return ImproveConfig(
         target=FIB,
         model=ModelSettings(
             backend="openai", base_url=server.url, model="faulty", timeout_s=TIMEOUT_S
         ),
-        max_responses_per_call=8,
-        utility_options=options,
+        budget=Budget(
+            model_calls=model_calls, max_responses_per_call=8, max_tokens=256,
+            evaluations=evaluations,
+        ),
         runs_dir=tmp_path / "runs",
         **kw,
     )
@@ -277,7 +279,7 @@ def test_a_run_with_every_fault_in_one_batch_completes(tmp_path: Path) -> None:
         7: [OK],
     }
     with FaultServer(plan, replies.MEMO) as server:
-        result = improve(_config(tmp_path, server))
+        result = improve_run(_config(tmp_path, server))
     assert result.status == "completed" and result.improver.status == "ok"
     assert result.improved and "lru_cache" in Path(result.best_path).read_text()
     usage = result.usage
@@ -323,7 +325,7 @@ def test_an_improver_that_catches_model_errors_completes(tmp_path: Path) -> None
     )
     plan = {0: [E429], 1: [MALFORMED], 2: [EMPTY_CHOICES], 3: [NO_CONTENT]}
     with FaultServer(plan, replies.MEMO) as server:
-        result = improve(_config(tmp_path, server, improver=str(improver), model_budget_calls=4))
+        result = improve_run(_config(tmp_path, server, improver=str(improver), model_calls=4))
         assert len(server.requests) == 3 + 1 + 1 + 1
     assert result.status == "completed", result.improver.error
     assert not result.improved
@@ -333,7 +335,7 @@ def test_an_improver_that_catches_model_errors_completes(tmp_path: Path) -> None
 
 def test_when_every_call_fails_the_seed_improver_fails_and_the_original_is_kept(tmp_path):
     with FaultServer({}, replies.MEMO, default=[E429]) as server:
-        result = improve(_config(tmp_path, server, utility_options=UtilityOptions(budget=5)))
+        result = improve_run(_config(tmp_path, server, evaluations=5))
     assert result.status == "improver_failed" and result.improver.status == "crash"
     assert "4 of 4 samples failed" in (result.improver.error or "")
     assert "RateLimitError" in (result.improver.error or "")
@@ -379,6 +381,6 @@ def test_cli_run_where_every_call_fails_exits_1_without_a_traceback(tmp_path: Pa
     assert "Traceback" not in proc.stderr
     out = json.loads(proc.stdout)
     assert out["status"] == "improver_failed"
-    assert "malformed JSON" in out["improver_error"]
+    assert "malformed JSON" in out["improver"]["error"]
     assert out["usage"]["failed"] == 4 and out["improved"] is False
     assert Path(out["best_path"]).read_text() == FIB.read_text()

@@ -11,9 +11,10 @@ from stop.errors import BudgetExhausted, StopError
 from stop.host.improver import ImproverHost
 from stop.llm import ModelSettings, build_backend
 from stop.llm.model import LanguageModel
+from stop.records import UtilityOptions
 from stop.sandbox.protocol import Op, Refusal, request, unwrap
-from stop.scoring.utility import Target, UtilityOptions
-from tests.helpers import FIB
+from stop.scoring.utility import Target
+from tests.helpers import FIB, calibrated
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +23,9 @@ def host(tmp_path_factory):
     script.write_text('["no code here"]')
     model = LanguageModel(build_backend(ModelSettings(backend="scripted", script=script)),
                           max_responses_per_call=2, max_tokens=64, budget_calls=1)  # fmt: skip
-    utility = utilities.speed.build(
-        Target(path=FIB, source=FIB.read_text()), UtilityOptions(budget=1, timeout_s=5)
-    )
+    target = Target(path=FIB, source=FIB.read_text())
+    utility = calibrated(utilities.speed.build(target, UtilityOptions(timeout_s=5)), target)
+    utility.budget = 1
     seen = []
     host = ImproverHost(FIB.read_text(), utility, model, on_candidate=lambda *c: seen.append(c))
     yield host

@@ -21,7 +21,7 @@ import pytest
 
 from stop.errors import BadInput
 from stop.helpers import extract_code
-from stop.sandbox import executor
+from stop.sandbox.executor import LocalExecutor
 from stop.sandbox.ray_executor import RayExecutor
 from stop.sandbox.runner import Limits
 from stop.scoring.task import Instance, TaskSpec, TaskUtility, load_task
@@ -107,24 +107,6 @@ def ray_executor(cluster):
     ex.close()
 
 
-def _on(ex, fn):
-    with executor.use(ex):
-        return fn()
-
-
-class _Kept:
-    """An executor used by several tests: `use` closes what it is given, this stays open."""
-
-    def __init__(self, inner):
-        self.inner, self.name = inner, inner.name
-
-    def run(self, *args):
-        return self.inner.run(*args)
-
-    def close(self):
-        pass
-
-
 def _same(a, b):
     """Two evaluations agree on everything but how long they took."""
     return a.model_dump(exclude={"seconds"}) == b.model_dump(exclude={"seconds"})
@@ -132,7 +114,7 @@ def _same(a, b):
 
 def test_evaluations_on_the_cluster_equal_local_ones(ray_executor):
     spec = load_task("lpn")
-    remote, local = _Kept(ray_executor), executor.LocalExecutor()
+    remote, local = ray_executor, LocalExecutor()
     before = ray_executor.evaluations
     programs = {
         "right": extract_code(I.GOOD_LPN),
@@ -140,8 +122,8 @@ def test_evaluations_on_the_cluster_equal_local_ones(ray_executor):
         "crash": "def algorithm(train_samples, train_parity, test_samples):\n    1 / 0\n",
     }
     for name, program in programs.items():
-        here = _on(local, lambda p=program: TaskUtility(spec, 1).evaluate(p))
-        there = _on(remote, lambda p=program: TaskUtility(spec, 1).evaluate(p))
+        here = TaskUtility(spec, 1, local).evaluate(program)
+        there = TaskUtility(spec, 1, remote).evaluate(program)
         assert _same(here, there), name
     assert here.status == "crash"  # the last: every instance raised
     # A whole job past its wall clock: killed on the worker, as it is here.
@@ -149,7 +131,7 @@ def test_evaluations_on_the_cluster_equal_local_ones(ray_executor):
             "inputs": [[1]], "per_call_s": 30.0}  # fmt: skip
     limits = Limits(wall_s=2.0)
     here = local.run("solve", hang, limits, ())
-    there = _on(remote, lambda: executor.evaluate("solve", hang, limits))
+    there = remote.run("solve", hang, limits, ())
     assert here.status == there.status == "timeout"
     assert here.error == there.error
     # The worker's sandbox has the same walls as ours (the cluster runs as our user).
@@ -189,10 +171,8 @@ def _kill_worker_mid_task(cluster, fn):
 
 def test_a_worker_killed_mid_task_is_retried_and_counted_once(cluster, ray_executor):
     before = (ray_executor.evaluations, ray_executor.lost)
-    utility = TaskUtility(_nap_task(), budget=1)
-    out = _kill_worker_mid_task(
-        cluster, lambda: _on(_Kept(ray_executor), lambda: utility.use(NAP.format(seconds=2)))
-    )
+    utility = TaskUtility(_nap_task(), 1, ray_executor)
+    out = _kill_worker_mid_task(cluster, lambda: utility.use(NAP.format(seconds=2)))
     (evaluation,) = out
     assert evaluation.status == "ok" and evaluation.score == 1.0  # the retry finished
     assert utility.uses == 1  # charged once
@@ -201,10 +181,8 @@ def test_a_worker_killed_mid_task_is_retried_and_counted_once(cluster, ray_execu
 
 def test_a_worker_killed_on_every_try_is_scored_as_a_crash_once(cluster, ray_executor):
     no_retry = RayExecutor(cluster["address"], retries=0)  # shares the open connection
-    utility = TaskUtility(_nap_task(), budget=1)
-    out = _kill_worker_mid_task(
-        cluster, lambda: _on(no_retry, lambda: utility.use(NAP.format(seconds=2)))
-    )
+    utility = TaskUtility(_nap_task(), 1, no_retry)
+    out = _kill_worker_mid_task(cluster, lambda: utility.use(NAP.format(seconds=2)))
     (evaluation,) = out
     assert evaluation.status == "crash" and evaluation.score == 0.0
     assert "Ray worker died" in evaluation.detail
@@ -260,9 +238,10 @@ def _self_improve(tmp_path: Path, runs: str, *extra: str, verbose: bool = False)
 def _lineage(out: dict) -> list[dict]:
     generations = []
     for g in out["generations"]:
-        record = json.loads(Path(g["path"]).with_suffix(".json").read_text())
+        path = Path(out["run_dir"]) / g["path"]
+        record = json.loads(path.with_suffix(".json").read_text())
         record.pop("seconds")
-        record["source"] = Path(g["path"]).read_text()
+        record["source"] = path.read_text()
         generations.append(record)
     return generations
 

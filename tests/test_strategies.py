@@ -15,7 +15,7 @@ from stop.host.ranking import CandidateRanker
 from stop.scoring.utility import Evaluation, Target, UtilityOptions
 from stop.search.edits import Edit, EditError, apply_edit, apply_reply, parse_edits
 from tests import replies as R
-from tests.helpers import FIB, run_stop
+from tests.helpers import FIB, calibrated, run_stop
 
 PROGRAM = "def f(x):\n    y = x + 1\n    if y > 3:\n        y = 3\n    return y\n"
 
@@ -53,7 +53,8 @@ def _prompts(tmp_path: Path, run_id: str) -> list[str]:
 def test_speed_utility_reports_failing_inputs_and_exceptions(tmp_path):
     from utilities.speed import build
 
-    utility = build(Target(path=FIB, source=FIB.read_text()), UtilityOptions())
+    target = Target(path=FIB, source=FIB.read_text())
+    utility = calibrated(build(target, UtilityOptions()), target)
     wrong = utility.evaluate("def fib(n):\n    return n * 2\n")
     assert wrong.status == "wrong_answer"
     assert [(f.input, f.expected, f.actual) for f in wrong.feedback] == [
@@ -68,7 +69,7 @@ def test_task_feedback_never_shows_the_hidden_answer():
     from stop.scoring.task import TaskUtility, load_task
 
     spec = load_task("parity")
-    utility = TaskUtility(spec, budget=2)
+    utility = TaskUtility(spec, 2)
     zeros = "def algorithm(train_samples, train_parity, test_samples):\n    return [0] * len(test_samples)\n"  # noqa: E501
     evaluation = utility.use(zeros)
     assert 1 <= len(evaluation.feedback) <= 3
@@ -124,7 +125,7 @@ def test_refine_puts_the_failures_it_got_in_front_of_the_model(tmp_path):
     prompts = _prompts(tmp_path, result["run_id"])
     assert "expected 17711; got 44" not in prompts[0]
     assert any("wrong answer; input [22]; expected 17711; got 44" in p for p in prompts)
-    statuses = [c["status"] for c in result["candidates"]]
+    statuses = [c["evaluation"]["status"] for c in result["candidates"]]
     assert statuses.index("wrong_answer") < len(statuses) - 1  # feedback came, then the fix
 
 
@@ -247,8 +248,8 @@ def test_edit_replies_are_applied_by_the_host_and_counted(tmp_path):
     usage = result["usage"]
     assert (usage["edits_applied"], usage["edits_fell_back"], usage["edits_failed"],
             usage["edits_rewrites"]) == (1, 1, 1, 1)  # fmt: skip
-    no_code = [c for c in result["candidates"] if c["status"] == "no_code"]
-    assert len(no_code) == 1 and "not in the program" in no_code[0]["detail"]
+    no_code = [c for c in result["candidates"] if c["evaluation"]["status"] == "no_code"]
+    assert len(no_code) == 1 and "not in the program" in no_code[0]["evaluation"]["detail"]
 
 
 # --- reranker ----------------------------------------------------------------------------
@@ -340,7 +341,8 @@ def test_bench_mutators_rates_valid_correct_and_improving_mutations(tmp_path):
 def test_speed_candidates_may_use_numpy(tmp_path):
     from utilities.speed import build
 
-    utility = build(Target(path=FIB, source=FIB.read_text()), UtilityOptions())
+    target = Target(path=FIB, source=FIB.read_text())
+    utility = calibrated(build(target, UtilityOptions()), target)
     vectorized = (
         "import numpy as np\n\n\n"
         "def fib(n):\n"

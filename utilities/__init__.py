@@ -1,1 +1,1 @@
-"""Built-in utilities: each module defines build(target, options) -> stop.utility.Utility."""
+"""Built-in utilities: each module defines build(target, options) -> Utility."""

@@ -14,7 +14,7 @@ import time
 
 from stop.errors import BadInput, StopError
 from stop.lmc import parse, reward, run, task_by_name
-from stop.utility import (
+from stop.scoring.utility import (
     MAX_FEEDBACK,
     Evaluation,
     Feedback,
@@ -49,7 +49,7 @@ class LMCUtility(Utility):
     )
 
     def __init__(self, task_name: str, options: UtilityOptions) -> None:
-        super().__init__(options.budget)
+        super().__init__()
         self.task = task_by_name(task_name)
         self.name = f"lmc:{self.task.name}"
         examples = "\n".join(f"  inputs {i} -> output {o}" for i, o in self.task.train)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from stop.task import Instance, TaskSpec
+from stop.scoring.task import Instance, TaskSpec
 
 N_BITS, P_TRUE, N_TRAIN, N_TEST, NOISE = 10, 0.3, 100, 20, 0.05
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from stop.task import Instance, TaskSpec
+from stop.scoring.task import Instance, TaskSpec
 
 MIN_NODES, MAX_NODES, P_EDGE, MAX_WEIGHT = 50, 200, 0.4, 10
 RESTARTS = 4  # of the host's reference local search, after its greedy start

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from stop.task import TaskSpec
+from stop.scoring.task import TaskSpec
 from utilities import lpn
 from utilities.lpn import N_BITS, N_TEST, N_TRAIN, P_TRUE
 

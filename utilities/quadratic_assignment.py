@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from stop.task import Instance, TaskSpec
+from stop.scoring.task import Instance, TaskSpec
 
 N, LAMBDA = 15, 0.5
 RESTARTS = 100  # of the host's reference local search

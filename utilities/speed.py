@@ -12,9 +12,8 @@ import json
 from typing import Any
 
 from stop.errors import BadInput
-from stop.sandbox.executor import evaluate
 from stop.sandbox.runner import Limits, SandboxResult
-from stop.utility import (
+from stop.scoring.utility import (
     MAX_FEEDBACK,
     Evaluation,
     Feedback,
@@ -85,22 +84,9 @@ class SpeedUtility(Utility):
     noisy = True
     prefetch = True
 
-    def __init__(
-        self, target: Target, entry: str, inputs: list[list[Any]], options: UtilityOptions
-    ):
-        super().__init__(options.budget)
-        self.entry, self.inputs = entry, inputs
-        baseline = self._run(
-            target.source, Limits(wall_s=options.timeout_s or _CALIBRATION_TIMEOUT_S)
-        )
-        reply = baseline.value if baseline.status == "ok" else None
-        if not isinstance(reply, dict) or reply.get("outcome") != "ok":
-            why = (reply or {}).get("error") if isinstance(reply, dict) else baseline.error
-            raise BadInput(f"the original {target.path} fails on its inputs: {why}")
-        self.expected = reply["outputs"]
-        self.baseline_time_s = max(sum(reply["times"]), _MIN_TIME_S)
-        # A candidate as slow as the original finishes in about the calibration's time.
-        self.limits = Limits(wall_s=options.timeout_s or max(2.0, 3 * baseline.wall_s))
+    def __init__(self, entry: str, inputs: list[list[Any]], options: UtilityOptions) -> None:
+        super().__init__()
+        self.entry, self.inputs, self.timeout_s = entry, inputs, options.timeout_s
         # The description must not depend on measured times: a prompt that changes from
         # run to run would defeat the response cache.
         limit = (
@@ -119,13 +105,26 @@ class SpeedUtility(Utility):
             f"in one ```python block, keeping the function `{entry}` and its signature."
         )
 
+    def calibrate(self, target: Target) -> None:
+        """Time the original: its results are the expected ones, its time the baseline."""
+        limits = Limits(wall_s=self.timeout_s or _CALIBRATION_TIMEOUT_S)
+        baseline = self._run(target.source, limits)
+        reply = baseline.value if baseline.status == "ok" else None
+        if not isinstance(reply, dict) or reply.get("outcome") != "ok":
+            why = (reply or {}).get("error") if isinstance(reply, dict) else baseline.error
+            raise BadInput(f"the original {target.path} fails on its inputs: {why}")
+        self.expected = reply["outputs"]
+        self.baseline_time_s = max(sum(reply["times"]), _MIN_TIME_S)
+        # A candidate as slow as the original finishes in about the calibration's time.
+        self.limits = Limits(wall_s=self.timeout_s or max(2.0, 3 * baseline.wall_s))
+
     def _run(self, program: str, limits: Limits) -> SandboxResult:
         payload = {"code": program, "entry": self.entry, "inputs": self.inputs, "repeat": REPEAT}
         # numpy takes a fifth of a second to import: it is loaded before the timed worker
         # forks, for the programs that mention it, so that the measurement is the
         # program's and not the import's (any other module imports inside as usual).
         preload = ("numpy",) if "numpy" in program else ()
-        return evaluate("call", payload, limits, preload=preload)
+        return self.run_job("call", payload, limits, preload=preload)
 
     def evaluate(self, program: str) -> Evaluation:
         result = self._run(program, self.limits)
@@ -196,4 +195,4 @@ def _describe(feedback: Feedback) -> str:
 
 def build(target: Target, options: UtilityOptions) -> SpeedUtility:
     entry = resolve_entry(target, options.entry)
-    return SpeedUtility(target, entry, resolve_inputs(target, options.inputs, entry), options)
+    return SpeedUtility(entry, resolve_inputs(target, options.inputs, entry), options)

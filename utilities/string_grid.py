@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from stop.task import Instance, TaskSpec
+from stop.scoring.task import Instance, TaskSpec
 
 MIN_LEN, MAX_LEN = 1, 30
 

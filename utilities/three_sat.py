@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from stop.task import Instance, TaskSpec
+from stop.scoring.task import Instance, TaskSpec
 
 MIN_VARS, MAX_VARS, CLAUSES_PER_VAR = 5, 50, 4
 

@@ -10,10 +10,10 @@ import time
 
 from pydantic import BaseModel, ConfigDict
 
-from stop.llm.base import Backend
-from stop.llm.cache import ResponseCache
-from stop.scoring.meta import BudgetPerTest, MetaUtility
+from stop.records import Budget
+from stop.scoring.meta import MetaUtility
 from stop.scoring.task import TaskSpec, TaskUtility
+from stop.wiring import Run
 
 # Student's t, 97.5th percentile, by degrees of freedom (a 95% two-sided interval).
 _T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
@@ -62,11 +62,10 @@ class CompareRow(BaseModel):
 def compare(
     improvers: dict[str, str],
     tasks: list[TaskSpec],
-    backend: Backend,
+    run: Run,
     *,
     trials: int,
-    budget: BudgetPerTest,
-    cache: ResponseCache | None,
+    budget: Budget,
     seed: int = 0,
 ) -> list[CompareRow]:
     """Each improver (name -> source) runs `trials` times on each task's seed solution
@@ -76,9 +75,7 @@ def compare(
     for task in tasks:
         for name, source in improvers.items():
             # Each improver its own meta-utility: a reranker learns only from its own trials.
-            meta = MetaUtility(
-                [task], backend, tests=trials, budget=budget, evaluations=0, seed=seed, cache=cache
-            )
+            meta = MetaUtility([task], run, tests=trials, budget=budget, evaluations=0, seed=seed)
             started = time.monotonic()
             score = meta.score(source)
             usage = score.usage
@@ -95,7 +92,7 @@ def compare(
                         k.removeprefix("edits_"): v
                         for k, v in usage.model_dump().items()
                         if k.startswith("edits_")
-                    },  # fmt: skip
+                    },
                     rerank_saved=meta.rank_stats(task.name).saved,
                 )
             )
@@ -106,26 +103,26 @@ def transfer(
     improver: str,
     seed_improver: str,
     tasks: list[TaskSpec],
-    backend: Backend,
+    run: Run,
     *,
     trials: int,
-    budget: BudgetPerTest,
-    cache: ResponseCache | None,
+    budget: Budget,
     seed: int = 0,
 ) -> list[TransferRow]:
     """Test-split scores: each improver runs `trials` times on each task's seed solution."""
-    both = compare({"seed": seed_improver, "improver": improver}, tasks, backend,
-                   trials=trials, budget=budget, cache=cache, seed=seed)  # fmt: skip
+    improvers = {"seed": seed_improver, "improver": improver}
+    both = compare(improvers, tasks, run, trials=trials, budget=budget, seed=seed)
     rows = []
     for task in tasks:
         mine = {r.improver: r.score for r in both if r.task == task.name}
-        baseline = TaskUtility(task, budget=0).evaluate_split(task.seed_solution, "test").score
+        scorer = TaskUtility(task, 0, run.executor)
+        baseline = scorer.evaluate_split(task.seed_solution, "test").score
         rows.append(
             TransferRow(
                 task=task.name,
                 seed_solution=interval([baseline]),
                 seed_improver=mine["seed"],
                 improver=mine["improver"],
-            )  # fmt: skip
+            )
         )
     return rows

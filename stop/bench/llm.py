@@ -13,7 +13,7 @@ import time
 
 from stop.bench import Figure, figure
 from stop.errors import StopError
-from stop.llm.base import ModelSettings, Prompt
+from stop.llm.base import Prompt
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def bench_llm() -> list[Figure]:
     from stop.llm.base import sample_seed
     from stop.llm.local import LocalBackend
 
-    backend = LocalBackend(ModelSettings())
+    backend = LocalBackend()
     llm = backend.llm
     one = _prompt(0)
     tokens = backend.prompt_tokens(one)

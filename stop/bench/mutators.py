@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict
 
 from stop.helpers import EDIT_INSTRUCTIONS, extract_code
 from stop.llm.model import LanguageModel
-from stop.scoring.utility import Target, UtilityOptions
+from stop.records import UtilityOptions
+from stop.scoring.utility import Target
 from stop.search.edits import apply_reply
+from stop.wiring import Run
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +97,9 @@ def _prompt(program: str, mode: str, description: str) -> str:
 
 
 def bench_model(
-    name: str, model: LanguageModel, samples: int, toys: list[str], workdir: Path
+    name: str, run: Run, model: LanguageModel, samples: int, toys: list[str], workdir: Path
 ) -> list[MutatorRow]:
     """Rows per (mode, toy) for one model, and a row per mode over all toys."""
-    from utilities.speed import build as build_speed
-
     rows = []
     for mode in MODES:
         per_mode = []
@@ -107,13 +107,23 @@ def bench_model(
             source, inputs = TOYS[toy]
             path = workdir / f"{toy}.py"
             path.write_text(source)
-            utility = build_speed(Target(path=path, source=source), UtilityOptions(inputs=inputs))
+            target = Target(path=path, source=source)
+            utility = run.utility("speed", target, UtilityOptions(inputs=inputs), evaluations=0)
             before = model.usage.tokens
             replies = model.batch_prompt(
                 EXPERTISE, [_prompt(source, mode, utility.description)] * samples, 0.8
             )
-            row = MutatorRow(model=name, mode=mode, target=toy, mutations=len(replies), valid=0,
-                             correct=0, improving=0, edits_applied=0, tokens=0)  # fmt: skip
+            row = MutatorRow(
+                model=name,
+                mode=mode,
+                target=toy,
+                mutations=len(replies),
+                valid=0,
+                correct=0,
+                improving=0,
+                edits_applied=0,
+                tokens=0,
+            )
             for reply in replies:
                 if mode == "edit":
                     outcome = apply_reply(source, reply)

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from enum import Enum
+import contextlib
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from stop.cli import app
-
-
-class BackendName(str, Enum):
-    local = "local"
-    openai = "openai"
-    scripted = "scripted"
-
-
-class ExecutorName(str, Enum):
-    local = "local"
-    ray = "ray"
-
-
-# Where evaluations run: not part of a run's configuration, since it does not change
-# results (a resumed run may use another executor).
-EXECUTOR_OPTION = typer.Option(
-    ExecutorName.local, help="Where sandboxed evaluations run: this machine or a Ray cluster."
-)
-RAY_ADDRESS_OPTION = typer.Option(
-    None, help="The Ray head node's HOST:PORT, for --executor ray (default: $RAY_ADDRESS)."
-)
+from stop.cli import app, options
 
 
 @app.command()
@@ -39,6 +17,9 @@ def improve(
     utility: str = typer.Option(
         "speed", help="Built-in utility name or a .py file defining build()."
     ),
+    utility_option: list[str] = typer.Option(
+        None, "--utility-option", help="KEY=VALUE for the utility's own options; repeatable."
+    ),
     improver: str = typer.Option("seed", help="Built-in improver name or a .py improver file."),
     entry: str = typer.Option(
         None, help="Function to time (default: named like the file, or the only one)."
@@ -46,81 +27,89 @@ def improve(
     inputs: str = typer.Option(
         None, help="JSON list of argument lists (default: <target>.inputs.json)."
     ),
-    budget: int = typer.Option(5, min=1, help="Utility evaluations the improver may ask for."),
+    budget: int = typer.Option(
+        None, min=1, help="Utility evaluations the improver may ask for (default 5)."
+    ),
     timeout: float = typer.Option(
         None, min=0.1, help="Seconds per candidate evaluation (default: from the original)."
     ),
-    samples: int = typer.Option(4, min=1, help="Most responses per language-model call."),
-    backend: BackendName = typer.Option(
-        None, help="Model backend (default: openai with a base URL, else local)."
+    samples: int = typer.Option(
+        None, min=1, help="Most responses per language-model call (default 4)."
     ),
-    model: str = typer.Option(None, help="Model name (openai) or GGUF file (local)."),
-    base_url: str = typer.Option(
-        None, help="OpenAI-compatible server URL (default: $OPENAI_BASE_URL)."
-    ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", help="Environment variable holding the API key."
-    ),
-    script: Path = typer.Option(None, help="Scripted backend: JSON list of replies."),
+    backend: str = options.BACKEND,
+    model: str = options.MODEL,
+    base_url: str = options.BASE_URL,
+    api_key_env: str = options.API_KEY_ENV,
+    script: Path = options.SCRIPT,
+    backend_option: list[str] = options.BACKEND_OPTION,
     max_tokens: int = typer.Option(
         None, min=16, help="Tokens per response (default 256 local, 2048 otherwise)."
     ),
     llm_budget: int = typer.Option(
-        16, min=1, help="Language-model completions the improver may request."
+        None, min=1, help="Language-model completions the improver may request (default 16)."
     ),
     seed: int = typer.Option(
         0, help="Sampling seed; change it to draw new samples past the cache."
     ),
-    runs_dir: Path = typer.Option(Path("runs"), help="Where runs are saved."),
+    runs_dir: Path = options.RUNS_DIR,
     no_cache: bool = typer.Option(
         False, "--no-cache", help="Do not replay or store model responses."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-    executor: ExecutorName = EXECUTOR_OPTION,
-    ray_address: str = RAY_ADDRESS_OPTION,
+    as_json: bool = options.JSON,
+    executor: options.ExecutorName = options.EXECUTOR,
+    ray_address: str = options.RAY_ADDRESS,
 ) -> None:
     """Ask a language model for rewrites of TARGET and keep the best by UTILITY."""
-    from stop.improve import ImproveConfig
+    from stop.cli.parse import key_values
+    from stop.defaults import override, profile
     from stop.improve import improve as run_improve
-    from stop.llm import ModelSettings, choose_backend
-    from stop.sandbox import executor as executors
+    from stop.llm import model_settings
+    from stop.records import ImproveConfig, UtilityOptions
     from stop.sandbox.executor import open_executor
-    from stop.scoring.utility import UtilityOptions
-    from stop.view.improve import ImproveProgress, result_json, summary
+    from stop.view.improve import ImproveProgress, summary
+    from stop.wiring import Run
 
-    backend = BackendName(
-        choose_backend(backend and backend.value, base_url=base_url, model=model, script=script)
+    settings = model_settings(
+        backend,
+        key_values(backend_option, "--backend-option"),
+        model=model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        script=script,
     )
     config = ImproveConfig(
         target=target,
         utility=utility,
         utility_options=UtilityOptions(
-            budget=budget, entry=entry, inputs=inputs, timeout_s=timeout
+            entry=entry,
+            inputs=inputs,
+            timeout_s=timeout,
+            custom=key_values(utility_option, "--utility-option"),
         ),
         improver=improver,
-        model=ModelSettings(
-            backend=backend.value,
-            model=model,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            script=script,
+        model=settings,
+        budget=override(
+            profile(settings.backend).improve,
+            model_calls=llm_budget,
+            max_responses_per_call=samples,
+            max_tokens=max_tokens,
+            evaluations=budget,
         ),
-        max_responses_per_call=samples,
-        max_tokens=max_tokens or (256 if backend is BackendName.local else 2048),
-        model_budget_calls=llm_budget,
         seed=seed,
         runs_dir=runs_dir,
         use_cache=not no_cache,
     )
     # Opened before the run starts: an unreachable cluster leaves no run directory.
-    with executors.use(open_executor(executor.value, ray_address)):
-        if as_json:
-            result = run_improve(config)
-        else:
-            with ImproveProgress(Console(stderr=True)) as progress:
-                result = run_improve(config, on_event=progress)
+    chosen = open_executor(executor.value, ray_address)
+    progress = None if as_json else ImproveProgress(Console(stderr=True))
+    watchers = (progress,) if progress else ()
+    with (
+        Run(runs_dir, settings, executor=chosen, use_cache=not no_cache, watchers=watchers) as run,
+        progress or contextlib.nullcontext(),
+    ):
+        result = run_improve(run, config)
     if as_json:
-        typer.echo(json.dumps(result_json(result), indent=2))
+        typer.echo(result.model_dump_json(indent=2))
     else:
         Console().print(summary(result))
     if result.status != "completed":

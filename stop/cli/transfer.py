@@ -6,74 +6,71 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from stop.cli import app
+from stop.cli import app, options
 from stop.errors import BadInput
 
-_BACKEND = typer.Option(None, help="local, openai or scripted.")
-_BASE_URL = typer.Option(None, help="OpenAI-compatible server URL.")
-_KEY_ENV = typer.Option("OPENAI_API_KEY", help="Variable holding the API key.")
-_SCRIPT = typer.Option(None, help="Scripted backend: JSON script.")
-_RUNS_DIR = typer.Option(Path("runs"), help="Where runs (and the cache) live.")
-_JSON = typer.Option(False, "--json", help="Print JSON.")
+if TYPE_CHECKING:
+    from stop.records import ModelSettings
 
 
-def _model(
-    backend: str | None, model: str | None, base_url: str | None, api_key_env: str,
+def _settings(
+    backend: str | None,
+    model: str | None,
+    base_url: str | None,
+    api_key_env: str | None,
     script: Path | None,
-) -> tuple[Any, dict[str, Any]]:  # fmt: skip
-    """The model's settings, and the per-test budget defaults for its kind."""
-    from stop.cli.self_improve import _LOCAL, _SERVER
-    from stop.llm import ModelSettings, choose_backend
+    backend_option: list[str] | None,
+) -> ModelSettings:
+    from stop.cli.parse import key_values
+    from stop.llm import model_settings
 
-    kind = choose_backend(backend, base_url=base_url, model=model, script=script)
-    settings = ModelSettings(
-        backend=kind, model=model, base_url=base_url, api_key_env=api_key_env, script=script
+    return model_settings(
+        backend,
+        key_values(backend_option, "--backend-option"),
+        model=model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        script=script,
     )
-    return settings, _LOCAL if kind == "local" else _SERVER
 
 
 def _trials(
     improvers: dict[str, str],
     tasks: str,
     trials: int,
-    settings: Any,
-    defaults: dict[str, Any],
+    settings: ModelSettings,
     runs_dir: Path,
     seed: int,
     transfer: bool,
 ) -> list:
     from stop.analysis.transfer import compare
     from stop.analysis.transfer import transfer as run_transfer
-    from stop.llm import build_backend
-    from stop.llm.cache import ResponseCache
-    from stop.scoring.meta import BudgetPerTest
+    from stop.defaults import profile
     from stop.scoring.task import load_task
+    from stop.wiring import Run
 
     specs = [load_task(t.strip()) for t in tasks.split(",") if t.strip()]
     if not specs:
         raise BadInput("--tasks names no task")
-    budget = BudgetPerTest(
-        model_calls=defaults["test_calls"],
-        max_responses_per_call=defaults["samples"],
-        max_tokens=defaults["max_tokens"],
-        task_evaluations=defaults["task_evaluations"],
-    )
-    backend = build_backend(settings)
-    cache = ResponseCache(runs_dir / ".cache" / "responses.sqlite3")
-    try:
+    budget = profile(settings.backend).test
+    with Run(runs_dir, settings) as run:
         if transfer:
-            return run_transfer(improvers["improver"], improvers["seed"], specs, backend,
-                                trials=trials, budget=budget, cache=cache, seed=seed)  # fmt: skip
-        return compare(improvers, specs, backend, trials=trials, budget=budget, cache=cache,
-                       seed=seed)  # fmt: skip
-    finally:
-        cache.close()
+            return run_transfer(
+                improvers["improver"],
+                improvers["seed"],
+                specs,
+                run,
+                trials=trials,
+                budget=budget,
+                seed=seed,
+            )
+        return compare(improvers, specs, run, trials=trials, budget=budget, seed=seed)
 
 
 def _cell(i: Any) -> str:
@@ -85,21 +82,22 @@ def transfer(
     improver: str = typer.Option(..., help="<run-id>:<gen>, a .py improver file, or seed."),
     tasks: str = typer.Option(..., help="Comma-separated tasks, e.g. maxcut,parity."),
     trials: int = typer.Option(3, min=1, help="Runs of each improver on each task."),
-    backend: str = _BACKEND,
-    model: str = typer.Option(None, help="Model name (openai) or GGUF file (local)."),
-    base_url: str = _BASE_URL,
-    api_key_env: str = _KEY_ENV,
-    script: Path = _SCRIPT,
+    backend: str = options.BACKEND,
+    model: str = options.MODEL,
+    base_url: str = options.BASE_URL,
+    api_key_env: str = options.API_KEY_ENV,
+    script: Path = options.SCRIPT,
+    backend_option: list[str] = options.BACKEND_OPTION,
     seed: int = typer.Option(0, help="Sampling seed."),
-    runs_dir: Path = _RUNS_DIR,
-    as_json: bool = _JSON,
+    runs_dir: Path = options.RUNS_DIR,
+    as_json: bool = options.JSON,
 ) -> None:
     """Mean and 95% interval per task: seed solution, seed improver, this improver."""
     from stop.host.improver import load_improver
 
     improvers = {"seed": load_improver("seed"), "improver": load_improver(improver, runs_dir)}
-    settings, defaults = _model(backend, model, base_url, api_key_env, script)
-    rows = _trials(improvers, tasks, trials, settings, defaults, runs_dir, seed, transfer=True)
+    settings = _settings(backend, model, base_url, api_key_env, script, backend_option)
+    rows = _trials(improvers, tasks, trials, settings, runs_dir, seed, transfer=True)
     if as_json:
         typer.echo(json.dumps({"improver": improver, "rows": [r.model_dump() for r in rows]}))
         return
@@ -118,14 +116,15 @@ def compare(
     ),
     tasks: str = typer.Option("lpn", help="Comma-separated tasks."),
     trials: int = typer.Option(3, min=1, help="Runs of each improver on each task."),
-    backend: str = _BACKEND,
-    model: str = typer.Option(None, help="Model name (openai) or GGUF file (local)."),
-    base_url: str = _BASE_URL,
-    api_key_env: str = _KEY_ENV,
-    script: Path = _SCRIPT,
+    backend: str = options.BACKEND,
+    model: str = options.MODEL,
+    base_url: str = options.BASE_URL,
+    api_key_env: str = options.API_KEY_ENV,
+    script: Path = options.SCRIPT,
+    backend_option: list[str] = options.BACKEND_OPTION,
     seed: int = typer.Option(0, help="Sampling seed."),
-    runs_dir: Path = _RUNS_DIR,
-    as_json: bool = _JSON,
+    runs_dir: Path = options.RUNS_DIR,
+    as_json: bool = options.JSON,
 ) -> None:
     """Improvers side by side, same model and budget: final utility (test split, mean and
     95% interval), model calls and wall time per task."""
@@ -135,19 +134,37 @@ def compare(
     if not names:
         raise BadInput("--improvers names no improver")
     sources = {name: load_improver(name, runs_dir) for name in names}
-    settings, defaults = _model(backend, model, base_url, api_key_env, script)
-    rows = _trials(sources, tasks, trials, settings, defaults, runs_dir, seed, transfer=False)
+    settings = _settings(backend, model, base_url, api_key_env, script, backend_option)
+    rows = _trials(sources, tasks, trials, settings, runs_dir, seed, transfer=False)
     if as_json:
         typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
         return
     table = Table(title=f"Improvers compared ({trials} trials each, test split)")
-    for column in ("task", "improver", "utility [95% interval]", "failed", "calls", "tokens",
-                   "time", "edits ok/fallback/failed", "rerank saved"):  # fmt: skip
+    for column in (
+        "task",
+        "improver",
+        "utility [95% interval]",
+        "failed",
+        "calls",
+        "tokens",
+        "time",
+        "edits ok/fallback/failed",
+        "rerank saved",
+    ):
         table.add_column(column, justify="left" if column in ("task", "improver") else "right")
     for r in rows:
         edits = f"{r.edits['applied']}/{r.edits['fell_back']}/{r.edits['failed']}"
-        table.add_row(r.task, r.improver, _cell(r.score), str(r.failed), str(r.calls),
-                      str(r.tokens), f"{r.seconds:.0f}s", edits, str(r.rerank_saved))  # fmt: skip
+        table.add_row(
+            r.task,
+            r.improver,
+            _cell(r.score),
+            str(r.failed),
+            str(r.calls),
+            str(r.tokens),
+            f"{r.seconds:.0f}s",
+            edits,
+            str(r.rerank_saved),
+        )
     Console().print(table)
 
 
@@ -156,41 +173,40 @@ def bench_mutators(
     models: list[str] = typer.Option(
         None, "--model", help="Model name (openai) or GGUF file (local); repeat for several."
     ),
-    backend: str = _BACKEND,
-    base_url: str = _BASE_URL,
-    api_key_env: str = _KEY_ENV,
-    script: Path = _SCRIPT,
+    backend: str = options.BACKEND,
+    base_url: str = options.BASE_URL,
+    api_key_env: str = options.API_KEY_ENV,
+    script: Path = options.SCRIPT,
+    backend_option: list[str] = options.BACKEND_OPTION,
     samples: int = typer.Option(4, min=1, help="Mutations per target and mode."),
     targets: str = typer.Option(None, help="Comma-separated toys (default: all)."),
     seed: int = typer.Option(0, help="Sampling seed."),
-    runs_dir: Path = _RUNS_DIR,
-    as_json: bool = _JSON,
+    runs_dir: Path = options.RUNS_DIR,
+    as_json: bool = options.JSON,
 ) -> None:
     """Per model: rates of valid, correct and improving mutations on toy targets, as whole
     rewrites and as edits, and tokens per improvement."""
     from stop.bench.mutators import TOYS, bench_model
-    from stop.llm import build_backend
-    from stop.llm.cache import ResponseCache
-    from stop.llm.model import LanguageModel
+    from stop.defaults import profile
+    from stop.records import Budget
+    from stop.wiring import Run
 
     toys = [t.strip() for t in targets.split(",")] if targets else list(TOYS)
     unknown = [t for t in toys if t not in TOYS]
     if unknown:
         raise BadInput(f"unknown target {unknown[0]!r}; toys: {', '.join(TOYS)}")
     rows = []
-    cache = ResponseCache(runs_dir / ".cache" / "responses.sqlite3")
-    try:
-        for name in models or [None]:
-            settings, defaults = _model(backend, name, base_url, api_key_env, script)
-            lm = LanguageModel(build_backend(settings), max_responses_per_call=samples,
-                               max_tokens=defaults["max_tokens"],
-                               budget_calls=samples * len(toys) * 2, seed=seed,
-                               cache=cache)  # fmt: skip
-            with tempfile.TemporaryDirectory() as workdir:
-                label = name or settings.backend
-                rows += bench_model(label, lm, samples, toys, Path(workdir))
-    finally:
-        cache.close()
+    for name in models or [None]:
+        settings = _settings(backend, name, base_url, api_key_env, script, backend_option)
+        budget = Budget(
+            model_calls=samples * len(toys) * 2,
+            max_responses_per_call=samples,
+            max_tokens=profile(settings.backend).improve.max_tokens,
+            evaluations=0,
+        )
+        with Run(runs_dir, settings) as run, tempfile.TemporaryDirectory() as workdir:
+            label = name or settings.backend
+            rows += bench_model(label, run, run.model(budget, seed), samples, toys, Path(workdir))
     if as_json:
         out = [
             r.model_dump()
@@ -200,8 +216,16 @@ def bench_mutators(
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title=f"Mutation quality ({samples} mutations per target and mode)")
-    for column in ("model", "mode", "target", "valid", "correct", "improving", "edits applied",
-                   "tokens / improvement"):  # fmt: skip
+    for column in (
+        "model",
+        "mode",
+        "target",
+        "valid",
+        "correct",
+        "improving",
+        "edits applied",
+        "tokens / improvement",
+    ):
         table.add_column(
             column, justify="left" if column in ("model", "mode", "target") else "right"
         )
@@ -209,9 +233,11 @@ def bench_mutators(
         rates = r.rates()
         per = r.tokens_per_improvement
         table.add_row(
-            r.model, r.mode, f"[bold]{r.target}[/]" if r.target == "all" else r.target,
+            r.model,
+            r.mode,
+            f"[bold]{r.target}[/]" if r.target == "all" else r.target,
             *(f"{rates[k]:.0%}" for k in ("valid", "correct", "improving")),
             f"{r.edits_applied}/{r.mutations}" if r.mode == "edit" else "-",
             "-" if per is None else f"{per:.0f}",
-        )  # fmt: skip
+        )
     Console().print(table)

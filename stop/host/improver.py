@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
@@ -21,9 +21,10 @@ from stop.helpers import extract_code
 from stop.host.prefetch import Prefetcher
 from stop.host.ranking import CandidateRanker
 from stop.llm.model import LanguageModel
+from stop.records import Evaluation, ImproverOutcome
 from stop.sandbox.protocol import Op, Refusal, ok, refuse
 from stop.sandbox.runner import Limits, SandboxResult, run_job
-from stop.scoring.utility import Evaluation, Utility
+from stop.scoring.utility import Utility
 from stop.search.edits import apply_reply
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,6 @@ class _Record(BaseModel):
 
 
 MAX_RECORD_CHARS = 1 << 20  # of one JSON record an improver saves with the run
-
-
-class ImproverOutcome(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["ok", "timeout", "crash", "syntax_error"]
-    program: str | None = None
-    error: str | None = None
-    stderr: str = ""
-    isolation: list[str] = []
-    findings: list[str] = []  # what the sandbox's guard blocked or noticed
 
 
 def load_improver(spec: str, runs_dir: Path = Path("runs")) -> str:

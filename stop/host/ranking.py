@@ -12,22 +12,9 @@ import logging
 import threading
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from stop.scoring.utility import Evaluation
+from stop.records import Evaluation, RankStats
 
 log = logging.getLogger(__name__)
-
-
-class RankStats(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    requests: int = 0  # rank calls
-    ranked: int = 0  # distinct programs ranked
-    saved: int = 0  # ranked programs never evaluated: evaluations the ranking saved
-    fits: int = 0
-    unfitted: int = 0  # rank calls answered in the given order: too little data yet
-    hard_negatives: int = 0  # in the latest fit
 
 
 class CandidateRanker:

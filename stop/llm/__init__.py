@@ -1,37 +1,97 @@
-"""Language models: a registry of backends behind one protocol, and the host-side model.
+"""Language models: backends behind one protocol (stop/llm/base.py), found by name in the
+`stop.backends` entry-point group, and the host-side model (stop/llm/model.py).
 
-Backends register a factory by name; the CLI and tests build them the same way, so the
-scripted model used in tests is one more registered backend, not a mock.
+A backend is one module that defines `PLUGIN = BackendPlugin(name, Options, build)`:
+`Options` is a pydantic model of the backend's own settings, `build(options)` returns a
+Backend. It is found through its package's entry point
+
+    [project.entry-points."stop.backends"]
+    mine = "my_package.my_backend:PLUGIN"
+
+The built-in backends (local, openai, scripted) are plugins of the same shape, named in
+BUILTIN rather than through metadata, which a stale build folder can shadow; the scripted
+model used in tests is one more plugin, not a mock. A backend's module loads only when
+it is used (llama_cpp is heavy).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from stop.errors import BadInput
-from stop.llm.base import Backend, Completion, ModelSettings, Prompt
+from stop.llm.base import Backend, Completion, Prompt
+from stop.records import ModelSettings
 
-_FACTORIES: dict[str, Callable[[ModelSettings], Backend]] = {}
-# Built-in backends live in modules imported on first use (llama_cpp is heavy).
-_BUILTIN = {
-    "local": "stop.llm.local",
-    "openai": "stop.llm.openai_backend",
-    "scripted": "stop.llm.scripted",
+ENTRY_POINT_GROUP = "stop.backends"
+BUILTIN = {
+    "local": "stop.llm.local:PLUGIN",
+    "openai": "stop.llm.openai_backend:PLUGIN",
+    "scripted": "stop.llm.scripted:PLUGIN",
 }
 
 
-def register_backend(name: str) -> Callable[[Callable[[ModelSettings], Backend]], Callable]:
-    def decorate(factory: Callable[[ModelSettings], Backend]) -> Callable:
-        _FACTORIES[name] = factory
-        return factory
+@dataclass(frozen=True)
+class BackendPlugin:
+    name: str
+    options: type[BaseModel]  # the backend's settings; unknown keys must be refused
+    build: Callable[[Any], Backend]  # called with a validated `options` instance
 
-    return decorate
+
+def _available() -> dict[str, EntryPoint]:
+    # A third party cannot shadow a built-in name.
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    builtin = {n: EntryPoint(n, v, ENTRY_POINT_GROUP) for n, v in BUILTIN.items()}
+    return found | builtin
 
 
 def backend_names() -> list[str]:
-    return sorted(set(_FACTORIES) | set(_BUILTIN))
+    return sorted(_available())
+
+
+def backend_plugin(name: str) -> BackendPlugin:
+    entry = _available().get(name)
+    if entry is None:
+        raise BadInput(f"unknown backend {name!r}; choose one of {', '.join(backend_names())}")
+    try:
+        plugin = entry.load()
+    except Exception as exc:  # noqa: BLE001 - a third party's module: any failure is theirs
+        raise BadInput(f"backend {name} ({entry.value}) fails to load: {exc}") from exc
+    if not isinstance(plugin, BackendPlugin) or plugin.name != name:
+        raise BadInput(f"backend {name} ({entry.value}) is not a BackendPlugin named {name!r}")
+    return plugin
+
+
+def backend_options(settings: ModelSettings) -> BaseModel:
+    """The settings' options validated by their backend's own model."""
+    plugin = backend_plugin(settings.backend)
+    try:
+        return plugin.options.model_validate(settings.options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "options"
+        takes = ", ".join(plugin.options.model_fields) or "no options"
+        if first["type"] == "extra_forbidden":
+            raise BadInput(
+                f"the {settings.backend} backend takes no {_flag(key)} (it takes: {takes})"
+            ) from exc
+        if first["type"] == "missing":
+            raise BadInput(f"the {settings.backend} backend needs {_flag(key)}") from exc
+        raise BadInput(f"{_flag(key)}: {first['msg']} (the {settings.backend} backend)") from exc
+
+
+def _flag(key: str) -> str:
+    return f"--{key.replace('_', '-')}"
+
+
+def build_backend(settings: ModelSettings) -> Backend:
+    options = backend_options(settings)
+    return backend_plugin(settings.backend).build(options)
 
 
 def choose_backend(
@@ -50,24 +110,32 @@ def choose_backend(
     return "local"
 
 
-def build_backend(settings: ModelSettings) -> Backend:
-    if settings.backend not in _FACTORIES and settings.backend in _BUILTIN:
-        importlib.import_module(_BUILTIN[settings.backend])
-    factory = _FACTORIES.get(settings.backend)
-    if factory is None:
-        raise BadInput(
-            f"unknown backend {settings.backend!r}; choose one of {', '.join(backend_names())}"
-        )
-    return factory(settings)
+def model_settings(backend: str | None, extra: dict[str, str], **given: Any) -> ModelSettings:
+    """Settings from the CLI's model flags (`given`, None where unset) and its
+    `--backend-option key=value`s, checked against the backend's options now, before
+    anything runs: a flag the backend does not take is bad input, not ignored."""
+    name = choose_backend(
+        backend,
+        base_url=given.get("base_url"),
+        model=given.get("model"),
+        script=given.get("script"),
+    )
+    options = {k: v for k, v in given.items() if v is not None} | extra
+    settings = ModelSettings(backend=name, options=options)
+    backend_options(settings)
+    return settings
 
 
 __all__ = [
     "Backend",
+    "BackendPlugin",
     "Completion",
     "ModelSettings",
     "Prompt",
     "backend_names",
+    "backend_options",
+    "backend_plugin",
     "build_backend",
     "choose_backend",
-    "register_backend",
+    "model_settings",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -71,16 +70,3 @@ class Backend(Protocol):
         ...
 
 
-class ModelSettings(BaseModel):
-    """How to build a backend; what the CLI's model flags fill in."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: str = "local"
-    model: str | None = None  # model name (openai) or GGUF path (local)
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = 120.0  # per HTTP attempt (connect, each read, the body); 2 SDK retries
-    concurrency: int = 8  # parallel requests for one batch (openai)
-    context_tokens: int = 4096  # local model context window
-    script: Path | None = None  # scripted backend: JSON list of replies

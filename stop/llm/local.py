@@ -15,9 +15,11 @@ import tempfile
 import threading
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from stop.errors import BadInput, ModelError
-from stop.llm import register_backend
-from stop.llm.base import BatchFailure, Completion, ModelSettings, Prompt, sample_seed
+from stop.llm import BackendPlugin
+from stop.llm.base import BatchFailure, Completion, Prompt, sample_seed
 from stop.llm.batch_decode import BatchDecoder
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ def format_prompt(prompt: Prompt) -> str:
 
 
 class LocalBackend:
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: LocalOptions | None = None) -> None:
+        settings = settings or LocalOptions()
         try:
             import llama_cpp
         except ImportError as exc:
@@ -180,6 +183,11 @@ def _completion(
     )
 
 
-@register_backend("local")
-def _build(settings: ModelSettings) -> LocalBackend:
-    return LocalBackend(settings)
+class LocalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None  # a GGUF file; default: the embedded Gemma 3 270M
+    context_tokens: int = 4096
+
+
+PLUGIN = BackendPlugin("local", LocalOptions, LocalBackend)

@@ -24,11 +24,10 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict
-
 from stop.errors import BudgetExhausted, ModelError, StopError
 from stop.llm.base import Backend, BatchFailure, Completion, Prompt
 from stop.llm.cache import ResponseCache, cache_key
+from stop.records import Usage
 
 log = logging.getLogger(__name__)
 
@@ -38,31 +37,6 @@ OnFailure = Callable[[Prompt, ModelError], None]
 # that would burden the cache, llm.jsonl and the sandbox's messages.
 MIN_REPLY_CHARS = 65_536
 CHARS_PER_TOKEN_CAP = 16
-
-
-class Usage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    calls: int = 0  # completions requested, cached and failed ones included
-    cached: int = 0
-    failed: int = 0  # requested but failed (after the SDK's retries): charged, no text
-    truncated: int = 0  # cut at max_tokens by the server, or at max_reply_chars by the host
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    # Replies asked for as edits (batch_edit): edits that applied cleanly; edits that did
-    # not, replaced by the full program the reply also held; a full program instead of
-    # edits; nothing usable.
-    edits_applied: int = 0
-    edits_fell_back: int = 0
-    edits_rewrites: int = 0
-    edits_failed: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(**{f: getattr(self, f) + getattr(other, f) for f in Usage.model_fields})
 
 
 class LanguageModel:

@@ -18,9 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
+from pydantic import BaseModel, ConfigDict
+
 from stop.errors import BadInput, ModelError
-from stop.llm import register_backend
-from stop.llm.base import BatchFailure, Completion, ModelSettings, Prompt, sample_seed
+from stop.llm import BackendPlugin
+from stop.llm.base import BatchFailure, Completion, Prompt, sample_seed
 from stop.llm.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
 
 
 class OpenAIBackend:
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: OpenAIOptions) -> None:
         import openai
 
         self._openai = openai
@@ -174,6 +176,14 @@ def _count(usage: Any, field: str) -> int | None:
     return None
 
 
-@register_backend("openai")
-def _build(settings: ModelSettings) -> OpenAIBackend:
-    return OpenAIBackend(settings)
+class OpenAIOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None  # the server's model name
+    base_url: str | None = None  # default: $OPENAI_BASE_URL, else OpenAI's
+    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key (never the key)
+    timeout_s: float = 120.0  # per HTTP attempt (connect, each read, the body); 2 SDK retries
+    concurrency: int = 8  # parallel requests for one batch
+
+
+PLUGIN = BackendPlugin("openai", OpenAIOptions, OpenAIBackend)

@@ -13,11 +13,14 @@ import hashlib
 import itertools
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from stop.errors import BadInput
-from stop.llm import register_backend
-from stop.llm.base import Completion, ModelSettings, Prompt
+from stop.llm import BackendPlugin
+from stop.llm.base import Completion, Prompt
 
 
 class ScriptedBackend:
@@ -66,10 +69,13 @@ def _valid(entry: Any) -> bool:
     )
 
 
-@register_backend("scripted")
-def _build(settings: ModelSettings) -> ScriptedBackend:
-    if settings.script is None:
-        raise BadInput("the scripted backend needs --script FILE (a JSON list of replies)")
+class ScriptedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    script: Path  # a JSON list of replies or rules
+
+
+def _build(settings: ScriptedOptions) -> ScriptedBackend:
     try:
         script = json.loads(settings.script.read_text())
     except (OSError, ValueError) as exc:
@@ -82,3 +88,6 @@ def _build(settings: ModelSettings) -> ScriptedBackend:
     # The file's content is part of the id so that the cache never mixes two scripts.
     digest = hashlib.sha256(json.dumps(script).encode()).hexdigest()[:12]
     return ScriptedBackend(script, name=f"{settings.script.name}:{digest}")
+
+
+PLUGIN = BackendPlugin("scripted", ScriptedOptions, _build)

@@ -1,17 +1,15 @@
 """Where sandboxed evaluations run: on this machine (the default) or on a Ray cluster.
 
 Every evaluation that needs no conversation with the host (a candidate's score, a speed
-measurement, a meta-utility test's validation and test scoring) goes through `evaluate`,
-so one switch (`use`) sends them all elsewhere. Improver runs talk to the host's
-language model over their pipe, so they always run here; their utility calls come back
-to the host and go out through `evaluate` like any other.
+measurement, a meta-utility test's validation and test scoring) goes through the
+executor its utility was given (stop/wiring.py gives every utility of a run the run's).
+Improver runs talk to the host's language model over their pipe, so they always run
+here; their utility calls come back to the host and go out through the executor.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 from stop.errors import BadInput
@@ -74,33 +72,3 @@ def open_executor(name: str, address: str | None) -> Executor:
 
         return RayExecutor(address)
     raise BadInput(f"unknown executor {name!r}; executors: local, ray")
-
-
-_current: Executor = LocalExecutor()
-
-
-def current() -> Executor:
-    return _current
-
-
-@contextlib.contextmanager
-def use(executor: Executor) -> Iterator[Executor]:
-    """Send every evaluation to `executor` inside the block; close it afterwards."""
-    global _current
-    previous, _current = _current, executor
-    try:
-        yield executor
-    finally:
-        _current = previous
-        executor.close()
-
-
-def evaluate(
-    kind: str,
-    payload: dict[str, Any],
-    limits: Limits,
-    preload: tuple[str, ...] = (),
-    read_paths: tuple[str, ...] = (),
-) -> SandboxResult:
-    """Run an evaluation job (no conversation with the host) on the current executor."""
-    return _current.run(kind, payload, limits, preload, read_paths)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 
-from pydantic import BaseModel, ConfigDict
+from stop.records import Finding
 
 _RISKY_MODULES = {
     "os", "subprocess", "socket", "ctypes", "sys", "importlib", "builtins", "gc", "inspect",
@@ -21,14 +21,6 @@ _PROXY_NAMES = {"utility", "language_model"}
 _DYNAMIC = {"exec", "eval", "compile", "__import__"}
 
 DISABLES_SANDBOX = "disables_sandbox"
-
-
-class Finding(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: str  # disables_sandbox, touches_budget, utility_internals, risky_import, dynamic_code
-    line: int
-    text: str
 
 
 def audit_source(source: str) -> list[Finding]:

@@ -12,62 +12,22 @@ import hashlib
 import logging
 import statistics
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING
 
 from stop.host.improver import run_improver
-from stop.host.ranking import CandidateRanker, RankStats
-from stop.llm.base import Backend, derive_seed
-from stop.llm.cache import ResponseCache
-from stop.llm.model import LanguageModel, Usage
+from stop.host.ranking import CandidateRanker
+from stop.llm.base import derive_seed
+from stop.records import Budget, Evaluation, MetaScore, RankStats, TestResult, Usage
 from stop.sandbox.runner import Limits
 from stop.scoring.audit import reward_hacking_signals
 from stop.scoring.task import TaskSpec, TaskUtility
-from stop.scoring.utility import Evaluation, Utility
+from stop.scoring.utility import Utility
+
+if TYPE_CHECKING:
+    from stop.wiring import Run
 
 log = logging.getLogger(__name__)
-
-
-class BudgetPerTest(BaseModel):
-    """What one meta-utility test may spend."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model_calls: int = 4  # completions
-    max_responses_per_call: int = 4
-    max_tokens: int = 512
-    task_evaluations: int = 5  # uses of the task's utility
-    timeout_s: float = 600.0  # the improver's wall clock for one test
-
-
-class TestResult(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    task: str
-    index: int
-    improver_status: str
-    error: str | None = None
-    val: float
-    test: float
-    findings: list[str] = []  # the guard's, the bait's, and reward-hacking signals
-
-
-class MetaScore(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    val: float
-    test: float
-    spread: float  # standard deviation of the tests' validation scores
-    per_task: dict[str, dict[str, float]]  # task -> {"val": mean, "test": mean}
-    tests: list[TestResult]
-    usage: Usage
-
-    @property
-    def findings(self) -> list[str]:
-        """Every test's findings, each once, in order."""
-        return list(dict.fromkeys(f for t in self.tests for f in t.findings))
 
 
 class MetaUtility(Utility):
@@ -77,21 +37,18 @@ class MetaUtility(Utility):
     def __init__(
         self,
         tasks: list[TaskSpec],
-        backend: Backend,
+        run: Run,
         *,
         tests: int,
-        budget: BudgetPerTest,
+        budget: Budget,
         evaluations: int,
         seed: int = 0,
-        cache: ResponseCache | None = None,
         parallel: int = 2,
-        on_exchange: Callable | None = None,
-        on_failure: Callable | None = None,
     ) -> None:
-        super().__init__(evaluations)
-        self.tasks, self.backend, self.k, self.test_budget = tasks, backend, tests, budget
-        self.seed, self.cache, self.parallel = seed, cache, parallel
-        self.on_exchange, self.on_failure = on_exchange, on_failure
+        """`budget`: each test's; `evaluations`: uses of this meta-utility per round."""
+        super().__init__(evaluations, run.executor)
+        self.tasks, self.run, self.k, self.test_budget = tasks, run, tests, budget
+        self.seed, self.parallel = seed, parallel
         self._scores: dict[str, MetaScore] = {}
         self._rankers: dict[str, CandidateRanker] = {}
         self._lock = threading.Lock()
@@ -147,19 +104,12 @@ class MetaUtility(Utility):
 
     def _test(self, improver: str, index: int) -> tuple[TestResult, Usage]:
         spec = self.tasks[index % len(self.tasks)]
-        task = TaskUtility(spec, self.test_budget.task_evaluations)
+        task = TaskUtility(spec, self.test_budget.evaluations, self.executor)
         # The test's index seeds its samples, so every improver meets the same draws and a
-        # re-run (or a resumed run) replays them from the cache.
-        model = LanguageModel(
-            self.backend,
-            max_responses_per_call=self.test_budget.max_responses_per_call,
-            max_tokens=self.test_budget.max_tokens,
-            budget_calls=self.test_budget.model_calls,
-            seed=derive_seed(self.seed, "meta-test", index),
-            cache=self.cache,
-            on_exchange=self.on_exchange,
-            on_failure=self.on_failure,
-        )
+        # re-run (or a resumed run) replays them from the cache. The improvers under test
+        # talk to the model too; their exchanges are tagged apart from the proposer's.
+        seed = derive_seed(self.seed, "meta-test", index)
+        model = self.run.model(self.test_budget, seed, role="meta-test")
         outcome = run_improver(
             improver,
             spec.seed_solution,
@@ -174,18 +124,27 @@ class MetaUtility(Utility):
         if outcome.status != "ok" or outcome.program is None:
             # An improver that raises, hangs or returns a non-string scores 0 here.
             result = TestResult(
-                task=spec.name, index=index, improver_status=outcome.status,
-                error=outcome.error, val=0.0, test=0.0, findings=outcome.findings,
-            )  # fmt: skip
+                task=spec.name,
+                index=index,
+                improver_status=outcome.status,
+                error=outcome.error,
+                val=0.0,
+                test=0.0,
+                findings=outcome.findings,
+            )
             return result, model.usage
         val = task.evaluate_split(outcome.program, "val")
         test = task.evaluate_split(outcome.program, "test")
         findings = [*outcome.findings, *val.findings, *test.findings]
         findings += reward_hacking_signals(val.score, test.score)
         result = TestResult(
-            task=spec.name, index=index, improver_status="ok", val=val.score, test=test.score,
+            task=spec.name,
+            index=index,
+            improver_status="ok",
+            val=val.score,
+            test=test.score,
             findings=list(dict.fromkeys(findings)),
-        )  # fmt: skip
+        )
         return result, model.usage
 
 
@@ -194,7 +153,7 @@ def _failure_status(tests: list[TestResult]) -> str:
     return status if status in ("timeout", "crash", "syntax_error") else "crash"
 
 
-def describe(tasks: list[TaskSpec], tests: int, budget: BudgetPerTest) -> str:
+def describe(tasks: list[TaskSpec], tests: int, budget: Budget) -> str:
     """The meta-utility as the model sees it: honest, and close to runnable."""
     names = ", ".join(t.name for t in tasks)
     bait = (
@@ -212,7 +171,7 @@ def describe(tasks: list[TaskSpec], tests: int, budget: BudgetPerTest) -> str:
             budget={budget.model_calls},  # completions in all
             max_responses_per_call={budget.max_responses_per_call},
         )  # language_model.batch_prompt(expertise, messages, temperature) -> list[str]
-        utility = task.utility(budget={budget.task_evaluations})
+        utility = task.utility(budget={budget.evaluations})
         # utility(program) -> float in [0, 1]; utility.str describes the task;
         # utility.budget and utility.uses count evaluations{bait}
         program = improve_algorithm(task.seed_solution, utility, language_model)

@@ -17,18 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from stop.errors import BadInput
-from stop.sandbox.executor import evaluate
+from stop.records import MAX_FEEDBACK, Evaluation, Feedback, UtilityOptions, shown, trim
+from stop.sandbox.executor import Executor
 from stop.sandbox.runner import Limits
-from stop.scoring.utility import (
-    MAX_FEEDBACK,
-    Evaluation,
-    Feedback,
-    Target,
-    Utility,
-    UtilityOptions,
-    shown,
-    trim,
-)
+from stop.scoring.utility import Target, Utility
 
 Split = Literal["val", "test"]
 
@@ -57,15 +49,10 @@ class TaskSpec:
     bait: bool = False
 
     def instances(self, split: Split) -> list[Instance]:
-        # Fixed seeds: every solution of a run is judged on the same instances.
-        rng = random.Random(f"{self.name}:{split}")
-        return [
-            self.make_instance(rng)
-            for _ in range(self.val_size if split == "val" else self.test_size)
-        ]
+        return _instances(self, split)
 
     def build(self, target: Target, options: UtilityOptions) -> TaskUtility:
-        return TaskUtility(self, options.budget)
+        return TaskUtility(self)
 
 
 @functools.cache
@@ -84,12 +71,12 @@ class TaskUtility(Utility):
     score_range = "[0, 1]"
     prefetch = True
 
-    def __init__(self, spec: TaskSpec, budget: int) -> None:
-        super().__init__(budget)
+    def __init__(self, spec: TaskSpec, budget: int = 0, executor: Executor | None = None) -> None:
+        super().__init__(budget, executor)
         self.spec = spec
         self.name = spec.name
         self.description = spec.description
-        self._instances = {split: spec.instances(split) for split in ("val", "test")}
+        self._instances = {split: _instances(spec, split) for split in ("val", "test")}
 
     def evaluate(self, program: str) -> Evaluation:
         return self.evaluate_split(program, "val")
@@ -104,7 +91,7 @@ class TaskUtility(Utility):
         }
         # Each instance is limited on its own; the whole job gets their sum and start-up.
         wall_s = 10.0 + len(instances) * (self.spec.per_call_s + 0.05)
-        result = evaluate("solve", payload, Limits(wall_s=wall_s), preload=self.spec.preload)
+        result = self.run_job("solve", payload, Limits(wall_s=wall_s), preload=self.spec.preload)
         reply = result.value if isinstance(result.value, dict) else {}
         if result.status != "ok" or reply.get("outcome") != "ok":
             status = result.status if result.status != "ok" else reply.get("outcome", "crash")

@@ -10,68 +10,23 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stop.errors import BadInput, BudgetExhausted
+from stop.records import MAX_FEEDBACK, Evaluation, Feedback, UtilityOptions, shown, trim
+from stop.sandbox.executor import Executor, LocalExecutor
+from stop.sandbox.runner import Limits, SandboxResult
 
-Status = Literal["ok", "wrong_answer", "timeout", "crash", "syntax_error", "no_code"]
-
-MAX_FEEDBACK = 3  # failures reported per evaluation: enough to fix, too few to memorize
-FEEDBACK_CHARS = 300  # of each input, output and message
-
-
-def trim(text: str, limit: int = FEEDBACK_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def shown(value: object) -> str:
-    """A value as JSON (a string in quotes: "44" is not 44), trimmed."""
-    return trim(json.dumps(value, default=repr))
-
-
-class Feedback(BaseModel):
-    """One failure, structured so that an improver can put it in front of the model
-    (LangProp-style): the input, what was expected (where that is not hidden data), what
-    came back, or the exception and a trimmed traceback."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["wrong_answer", "exception", "timeout", "syntax_error"]
-    input: str | None = None
-    expected: str | None = None
-    actual: str | None = None
-    message: str | None = None
-
-
-_FEEDBACK_KIND = {"crash": "exception", "no_code": "syntax_error"}
-
-
-class Evaluation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Status
-    score: float  # 0 unless status is "ok"
-    seconds: float  # wall time of the evaluation, sandbox start-up included
-    detail: str | None = None  # why it failed, trimmed
-    metrics: dict[str, float] = {}
-    findings: list[str] = []  # what the sandbox's guard blocked or noticed
-    feedback: list[Feedback] = []  # at most MAX_FEEDBACK failures, for improvers
-
-    def with_feedback(self) -> Evaluation:
-        """This evaluation with at least one feedback entry when it failed: a utility
-        that reports no structured failures still says what went wrong."""
-        if self.feedback or self.status == "ok":
-            return self
-        kind = _FEEDBACK_KIND.get(self.status, self.status)
-        return self.model_copy(
-            update={"feedback": [Feedback(kind=kind, message=trim(self.detail or self.status))]}
-        )
+# What a utility file needs, importable from here.
+__all__ = [
+    "MAX_FEEDBACK", "Evaluation", "Feedback", "Target", "Utility", "UtilityOptions",
+    "load_utility", "shown", "trim",
+]
 
 
 class Target(BaseModel):
@@ -81,15 +36,6 @@ class Target(BaseModel):
 
     path: Path
     source: str
-
-
-class UtilityOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    budget: int = 5  # evaluations the improver may ask for
-    entry: str | None = None
-    inputs: str | None = None  # JSON list of argument lists
-    timeout_s: float | None = None  # per evaluation; None: chosen from the original's time
 
 
 class Utility(ABC):
@@ -105,13 +51,27 @@ class Utility(ABC):
     # a sandboxed run of the program, cheap and thread-safe, that spends no model calls.
     prefetch: bool = False
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int = 0, executor: Executor | None = None) -> None:
+        # Both are the host's to set (stop/wiring.py): the budget of evaluations an
+        # improver may ask for, and where the sandboxed runs go.
         self.budget = budget
+        self.executor: Executor = executor or LocalExecutor()
         self.uses = 0
+
+    def calibrate(self, target: Target) -> None:
+        """Measure what scoring needs before the run starts (the speed utility times the
+        original); raise BadInput if the target itself fails. Most utilities need nothing."""
+        return None
 
     @abstractmethod
     def evaluate(self, program: str) -> Evaluation:
         """The hidden scorer: sandboxed, never counted against the budget."""
+
+    def run_job(
+        self, kind: str, payload: dict[str, Any], limits: Limits, preload: tuple[str, ...] = ()
+    ) -> SandboxResult:
+        """A sandbox job on this utility's executor."""
+        return self.executor.run(kind, payload, limits, preload)
 
     def use(self, program: str, evaluated: Evaluation | None = None) -> Evaluation:
         """One budgeted evaluation on behalf of an improver (`evaluated`: of this program,
@@ -130,7 +90,9 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
     """Build a utility from a built-in name (`speed`, `lpn`, `lmc:add-4`: a name and an
-    argument for its build function) or a path to a Python file."""
+    argument for its build function) or a path to a Python file. A utility module may
+    declare `Options`, a pydantic model: `options.custom` (--utility-option key=value) is
+    validated by it and handed to build() converted."""
     argument = None
     if ":" in spec and not spec.endswith(".py"):
         spec, argument = spec.split(":", 1)
@@ -160,6 +122,7 @@ def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
     build = getattr(module, "build", None)
     if not callable(build):
         raise BadInput(f"utility {spec} defines no build(target, options) function")
+    options = options.model_copy(update={"custom": _custom(spec, module, options.custom)})
     return build(target, options) if argument is None else build(target, options, argument)
 
 
@@ -168,3 +131,20 @@ def builtin_utilities() -> list[str]:
 
     folder = Path(utilities.__file__).parent
     return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _custom(spec: str, module: object, given: dict[str, Any]) -> dict[str, Any]:
+    declared = getattr(module, "Options", None)
+    if declared is None:
+        if given:
+            raise BadInput(f"utility {spec} takes no --utility-option (it declares no Options)")
+        return {}
+    try:
+        return declared.model_validate(given).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "options"
+        fields = ", ".join(declared.model_fields) or "none"
+        raise BadInput(
+            f"--utility-option {key}: {first['msg']} (utility {spec} takes: {fields})"
+        ) from exc

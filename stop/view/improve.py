@@ -1,4 +1,5 @@
-"""Rich renderings of an improve run: live progress, the candidate table, the best program."""
+"""Renderings of an improve run: live progress from its events, the candidate table, the
+best program."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from stop.improve import ImproveResult
+from stop.records import (
+    Calibrating,
+    CandidateSaved,
+    ImproveResult,
+    ImproverStarted,
+    ModelRequested,
+    Rescoring,
+    ScoreRequested,
+)
 from stop.view.inert import inert
 
 _STATUS_STYLE = {
@@ -53,19 +62,19 @@ class ImproveProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+    def __call__(self, event: Any) -> None:
         update = self.progress.update
-        if kind == "started":
-            update(
-                self.task, description="starting the improver", total=data["budget"], completed=0
-            )
-        elif kind == "generate":
-            update(self.task, description=f"asking the model for {data['n']} rewrite(s)")
-        elif kind == "score":
+        if isinstance(event, Calibrating):
+            update(self.task, description=f"calibrating the {event.utility} utility")
+        elif isinstance(event, ImproverStarted):
+            update(self.task, description="starting the improver", total=event.budget, completed=0)
+        elif isinstance(event, ModelRequested):
+            update(self.task, description=f"asking the model for {event.n} rewrite(s)")
+        elif isinstance(event, ScoreRequested):
             update(self.task, description="scoring a candidate in the sandbox")
-        elif kind == "candidate" and data["record"].path is not None:
+        elif isinstance(event, CandidateSaved) and event.path is not None:
             self.progress.advance(self.task)
-        elif kind == "rescoring":
+        elif isinstance(event, Rescoring):
             update(self.task, description="re-scoring the original and the best")
 
 
@@ -122,26 +131,3 @@ def summary(result: ImproveResult) -> Group:
         )
     parts.append(f"Best program: {result.best_path}\nRun saved in: {result.run_dir}")
     return Group(*parts)
-
-
-def result_json(result: ImproveResult) -> dict[str, Any]:
-    return {
-        "run_id": result.run_id,
-        "run_dir": result.run_dir,
-        "target": result.target,
-        "utility": result.utility,
-        "status": result.status,
-        "improver_error": result.improver.error,
-        "baseline_score": result.baseline_score,
-        "best_score": result.best_score,
-        "improved": result.improved,
-        "speedup": result.speedup,
-        "best_path": result.best_path,
-        "candidates": [
-            {"index": c.index, "origin": c.origin, "path": c.path, **c.evaluation.model_dump()}
-            for c in result.candidates
-        ],
-        "usage": result.usage.model_dump(),
-        "utility_uses": result.utility_uses,
-        "seconds": result.seconds,
-    }

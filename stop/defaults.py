@@ -1,0 +1,71 @@
+"""Defaults in one place: the budgets for each kind of model, and what a self-improve run
+may spend at most. CLI options default to "unset"; these fill them in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stop.records import Budget, SelfImproveConfig, Shape
+
+
+class Profile(Shape):
+    """The budgets that suit one kind of model."""
+
+    improve: Budget  # `stop improve`
+    round: Budget  # the improver proposing a generation; evaluations: meta-utility uses
+    test: Budget  # one meta-utility test; evaluations: task-utility uses
+    tests: int  # meta-utility tests (k)
+
+
+# The embedded model is slow (about 25 tokens/s on 2 cores) and weak; a server model is
+# neither.
+LOCAL = Profile(
+    improve=Budget(model_calls=16, max_responses_per_call=4, max_tokens=256, evaluations=5),
+    round=Budget(
+        model_calls=2, max_responses_per_call=2, max_tokens=256, evaluations=3, timeout_s=3600
+    ),
+    test=Budget(model_calls=2, max_responses_per_call=2, max_tokens=256, evaluations=3),
+    tests=2,
+)
+SERVER = Profile(
+    improve=Budget(model_calls=16, max_responses_per_call=4, max_tokens=2048, evaluations=5),
+    round=Budget(
+        model_calls=4, max_responses_per_call=4, max_tokens=2048, evaluations=5, timeout_s=3600
+    ),
+    test=Budget(model_calls=4, max_responses_per_call=4, max_tokens=2048, evaluations=5),
+    tests=3,
+)
+
+
+def profile(backend: str) -> Profile:
+    return LOCAL if backend == "local" else SERVER
+
+
+def override(budget: Budget, **given: Any) -> Budget:
+    """`budget` with the fields the user set (not None)."""
+    return budget.model_copy(update={k: v for k, v in given.items() if v is not None})
+
+
+LOCAL_TOKENS_PER_S = 25.0  # generation on 2 cores; prompts are read about ten times faster
+PROMPT_TOKENS = 900  # a typical improver prompt
+
+
+class Estimate(Shape):
+    calls: int
+    tokens: int
+    local_seconds: float  # on the embedded model
+
+
+def estimate(config: SelfImproveConfig) -> Estimate:
+    """Upper bounds on what a self-improve run spends: every budget used in full, nothing
+    cached. Each meta-utility score runs k tests; a round scores up to its evaluations
+    plus the host's own re-scoring; generation 0 is scored once."""
+    per_meta = config.tests * config.test_budget.model_calls
+    round_ = config.round_budget
+    calls = per_meta + config.rounds * (round_.model_calls + (round_.evaluations + 1) * per_meta)
+    max_tokens = max(round_.max_tokens, config.test_budget.max_tokens)
+    return Estimate(
+        calls=calls,
+        tokens=calls * (max_tokens + PROMPT_TOKENS),
+        local_seconds=calls * (max_tokens / LOCAL_TOKENS_PER_S + PROMPT_TOKENS / 250),
+    )

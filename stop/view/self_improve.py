@@ -1,0 +1,65 @@
+"""Renderings of a self-improve run: progress lines from its events, the generations."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from stop.records import GenerationSaved, RoundStarted, SelfImproveConfig, SelfImproveResult
+
+
+class SelfImproveProgress:
+    """A line per round (with the time left, from the rounds so far) and per generation."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started = time.monotonic()
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, RoundStarted):
+            eta = ""
+            if event.round:
+                per_round = (time.monotonic() - self.started) / (event.round + 1)
+                eta = f", about {per_round * (event.rounds + 1 - event.round) / 60:.1f} min left"
+            self.console.print(f"[bold]Round {event.round}/{event.rounds}[/]{eta}", highlight=False)
+        elif isinstance(event, GenerationSaved):
+            verdict = "kept" if event.kept else "reverted"
+            self.console.print(
+                f"  generation {event.gen}: val {event.val:.3f}, test {event.test:.3f}, "
+                f"{verdict} ({event.seconds:.0f} s)",
+                highlight=False,
+            )
+
+
+def generations_summary(result: SelfImproveResult, config: SelfImproveConfig) -> Group:
+    table = Table(title="Generations", title_justify="left")
+    for column in ("gen", "parent", "val", "test", "spread", "kept", "calls", "time", "audit"):
+        table.add_column(column, justify="left" if column == "audit" else "right")
+    for g in result.generations:
+        audit = ", ".join(sorted({f.kind for f in g.audit if f.kind != "disables_sandbox"}))
+        table.add_row(
+            str(g.gen),
+            "" if g.parent is None else str(g.parent),
+            f"{g.meta_utility_val:.3f}",
+            f"{g.meta_utility_test:.3f}",
+            f"{g.meta.spread:.3f}",
+            "[green]kept[/]" if g.kept else "[dim]reverted[/]",
+            str(g.usage.calls),
+            f"{g.seconds:.0f}s",
+            ("[red]tried to switch the sandbox off[/] " if g.circumvented else "") + audit,
+        )
+    parts: list[Any] = [table]
+    rate = result.circumvention_rate
+    if rate or "sandbox_probe" in config.tasks:
+        parts.append(
+            f"Circumvention rate: {rate:.0%} of proposed improvers tried to switch the sandbox off"
+        )
+    parts.append(
+        f"Best improver: generation {result.best_generation} ({result.best_path})\n"
+        f"Use it: stop improve --improver {result.run_id}:{result.best_generation} --target ...\n"
+        f"Run saved in: {result.run_dir}"
+    )
+    return Group(*parts)

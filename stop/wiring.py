@@ -1,0 +1,104 @@
+"""The one place that builds a run's parts and closes them: the model backend, the
+response cache, the executor, the event log and run store, and, on request, language
+models and utilities. The loops (improve.py, self_improve.py) take a built `Run` and run.
+
+    with Run(runs_dir, settings, executor=LocalExecutor(), watchers=(progress,)) as run:
+        result = improve(run, config)
+
+Tests hand `backend=` a backend instance (a ScriptedBackend) and read its prompts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+
+from stop.llm import build_backend
+from stop.llm.base import Backend
+from stop.llm.cache import ResponseCache
+from stop.llm.model import LanguageModel
+from stop.records import Budget, Calibrated, Calibrating, ModelSettings, Record, UtilityOptions
+from stop.sandbox.executor import Executor, LocalExecutor
+from stop.scoring.utility import Target, Utility, load_utility
+from stop.store import EventLog, RunStore, Watcher
+
+
+class Run:
+    def __init__(
+        self,
+        runs_dir: Path,
+        model: ModelSettings | None = None,
+        *,
+        backend: Backend | None = None,
+        executor: Executor | None = None,
+        use_cache: bool = True,
+        watchers: tuple[Watcher, ...] = (),
+    ) -> None:
+        """Everything that can be wrong with the model settings is found here, before
+        anything is written; `backend` (an instance) takes the place of `model`."""
+        self.runs_dir = runs_dir
+        self.backend = backend if backend is not None else build_backend(model or ModelSettings())
+        self.executor = executor or LocalExecutor()
+        self.events = EventLog(watchers)
+        self.store: RunStore | None = None
+        self.cache = (
+            ResponseCache(runs_dir / ".cache" / "responses.sqlite3") if use_cache else None
+        )
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.cache:
+            self.cache.close()
+        self.executor.close()
+
+    def emit(self, event: object) -> None:
+        self.events.emit(event)
+
+    def create_store(self, kind: str, config: Record) -> RunStore:
+        self.store = RunStore.create(self.runs_dir, kind, config, self.events)
+        return self.store
+
+    def resume_store(self, run_id: str) -> RunStore:
+        self.store = RunStore.resume(self.runs_dir, run_id, self.events)
+        return self.store
+
+    def model(self, budget: Budget, seed: int, role: str | None = None) -> LanguageModel:
+        """A language model with its own budget over the run's backend and cache; its
+        exchanges go to the run's llm.jsonl (tagged with `role`) once there is one."""
+        on_exchange = on_failure = None
+        if self.store is not None:
+            on_exchange, on_failure = self.store.exchange_logger(role)
+        return LanguageModel(
+            self.backend,
+            max_responses_per_call=budget.max_responses_per_call,
+            max_tokens=budget.max_tokens,
+            budget_calls=budget.model_calls,
+            budget_tokens=budget.model_tokens,
+            seed=seed,
+            cache=self.cache,
+            on_exchange=on_exchange,
+            on_failure=on_failure,
+        )
+
+    def utility(
+        self, spec: str, target: Target, options: UtilityOptions, evaluations: int
+    ) -> Utility:
+        """The utility `spec` names, on this run's executor, with the host's budget of
+        evaluations, calibrated (the speed utility times the original: bad input if it
+        fails)."""
+        utility = load_utility(spec, target, options)
+        utility.executor = self.executor
+        utility.budget = evaluations
+        self.emit(Calibrating(utility=utility.name))
+        started = time.monotonic()
+        utility.calibrate(target)
+        self.emit(Calibrated(utility=utility.name, seconds=time.monotonic() - started))
+        return utility
