@@ -28,8 +28,11 @@ def improve_algorithm(initial_solution, utility, language_model):
     seen = {initial_solution.strip()}
     while utility.budget - utility.uses > 0 and language_model.budget > 0:
         parent = archive[rng.choice(sorted(archive))]
-        n = min(language_model.max_responses_per_call, language_model.budget,
-                utility.budget - utility.uses)  # fmt: skip
+        n = min(
+            language_model.max_responses_per_call,
+            language_model.budget,
+            utility.budget - utility.uses,
+        )
         message = _prompt(parent, utility.str)
         children = language_model.batch_edit(expertise, parent["program"], [message] * n, 1.0)
         for child in children:
@@ -38,12 +41,15 @@ def improve_algorithm(initial_solution, utility, language_model):
             seen.add(child.strip())
             evaluations += 1
             _place(archive, child, utility.evaluate(child), base, order=evaluations)
-    utility.record("archive", {
-        "descriptors": ["lines / initial", "seconds / initial"],
-        "edges": list(EDGES),
-        "evaluations": evaluations,
-        "cells": [archive[c] for c in sorted(archive)],
-    })  # fmt: skip
+    utility.record(
+        "archive",
+        {
+            "descriptors": ["lines / initial", "seconds / initial"],
+            "edges": list(EDGES),
+            "evaluations": evaluations,
+            "cells": [archive[c] for c in sorted(archive)],
+        },
+    )
     # The best elite; among equals the earliest, so the input wins ties.
     return max(archive.values(), key=lambda e: (e["score"], -e["order"]))["program"]
 
@@ -64,9 +70,13 @@ def _place(archive, program, result, base, order):
     elite = archive.get(cell)
     if elite is None or result["score"] > elite["score"]:
         archive[cell] = {
-            "cell": list(cell), "score": result["score"], "lines": lines,
-            "seconds": round(seconds, 4), "order": order, "program": program,
-        }  # fmt: skip
+            "cell": list(cell),
+            "score": result["score"],
+            "lines": lines,
+            "seconds": round(seconds, 4),
+            "order": order,
+            "program": program,
+        }
 
 
 def _prompt(parent, description):

@@ -19,8 +19,11 @@ def improve_algorithm(initial_solution, utility, language_model):
     stale, age, attempts = 0, 0, []
     while utility.budget - utility.uses > 0 and language_model.budget > 0 and stale < patience:
         score, _, program, result = ranked[0]
-        n = min(language_model.max_responses_per_call, language_model.budget,
-                utility.budget - utility.uses)  # fmt: skip
+        n = min(
+            language_model.max_responses_per_call,
+            language_model.budget,
+            utility.budget - utility.uses,
+        )
         message = _prompt(program, score, result, attempts, utility.str)
         proposals = language_model.batch_edit(expertise, program, [message] * n, temperature=0.7)
         improved, attempts = False, []

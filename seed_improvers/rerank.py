@@ -29,8 +29,11 @@ You must return an improved solution, complete, in one code block."""
         n = min(language_model.max_responses_per_call, language_model.budget)
         replies = language_model.batch_prompt(expertise, [message] * n, temperature=0.9)
         candidates += extract_code(replies)
-    candidates = [c for c in dict.fromkeys(c.strip() + "\n" for c in candidates)
-                  if c.strip() != initial_solution.strip()]  # fmt: skip
+    candidates = [
+        c
+        for c in dict.fromkeys(c.strip() + "\n" for c in candidates)
+        if c.strip() != initial_solution.strip()
+    ]
     best, best_score = initial_solution, utility(initial_solution)
     for index in utility.rank(candidates) if candidates else []:
         if utility.budget - utility.uses < 1:

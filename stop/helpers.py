@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import overload
 
 # A fence is three backticks and an optional language tag alone on a line (indented in a
 # markdown list, perhaps).
@@ -38,6 +39,10 @@ def _blocks(text: str) -> list[str]:
     return [b for b in blocks if b.strip()]
 
 
+@overload
+def extract_code(responses: str) -> str | None: ...
+@overload
+def extract_code(responses: list[str]) -> list[str]: ...
 def extract_code(responses: str | list[str]) -> str | None | list[str]:
     """Return the largest fenced code block of a response (None if it has none).
 

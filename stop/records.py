@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +22,7 @@ FORMAT_VERSION = 2
 
 Status = Literal["ok", "wrong_answer", "timeout", "crash", "syntax_error", "no_code"]
 Sandbox = Literal["jail", "weak"]  # what ran a run's untrusted code
+FeedbackKind = Literal["wrong_answer", "exception", "timeout", "syntax_error"]
 
 MAX_FEEDBACK = 3  # failures reported per evaluation: enough to fix, too few to memorize
 FEEDBACK_CHARS = 300  # of each input, output and message
@@ -56,14 +57,14 @@ class Feedback(Shape):
     (LangProp-style): the input, what was expected (where that is not hidden data), what
     came back, or the exception and a trimmed traceback."""
 
-    kind: Literal["wrong_answer", "exception", "timeout", "syntax_error"]
+    kind: FeedbackKind
     input: str | None = None
     expected: str | None = None
     actual: str | None = None
     message: str | None = None
 
 
-_FEEDBACK_KIND = {"crash": "exception", "no_code": "syntax_error"}
+_FEEDBACK_KIND: dict[str, FeedbackKind] = {"crash": "exception", "no_code": "syntax_error"}
 
 
 class Evaluation(Shape):
@@ -80,7 +81,8 @@ class Evaluation(Shape):
         that reports no structured failures still says what went wrong."""
         if self.feedback or self.status == "ok":
             return self
-        kind = _FEEDBACK_KIND.get(self.status, self.status)
+        # The other failed statuses are feedback kinds of their own.
+        kind = cast(FeedbackKind, _FEEDBACK_KIND.get(self.status, self.status))
         return self.model_copy(
             update={"feedback": [Feedback(kind=kind, message=trim(self.detail or self.status))]}
         )

@@ -90,9 +90,9 @@ class EventLog:
                 watch(first)
 
 
-def _append(path: Path, record: BaseModel) -> None:
+def _append(path: Path, record: BaseModel, exclude_none: bool = False) -> None:
     with open(path, "a") as f:
-        f.write(record.model_dump_json() + "\n")
+        f.write(record.model_dump_json(exclude_none=exclude_none) + "\n")
 
 
 def read_events(run_dir: Path) -> list[Any]:
@@ -130,7 +130,7 @@ def read_record(path: Path, shape: type[R], what: str) -> R:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise BadInput(f"{what} ({path}) is damaged: {where}: {first['msg']}") from exc
+        raise BadInput(f"corrupt {what} ({path}): {where}: {first['msg']}") from exc
 
 
 class RunStore:
@@ -177,7 +177,8 @@ class RunStore:
 
     def _log(self, exchange: Exchange) -> None:
         with self._lock:
-            _append(self.dir / "llm.jsonl", exchange)
+            # A failure's line has no text and a reply's no error, rather than nulls.
+            _append(self.dir / "llm.jsonl", exchange, exclude_none=True)
 
     def exchange_logger(self, role: str | None = None) -> tuple[Callable, Callable]:
         """(on_exchange, on_failure) for a LanguageModel: its samples into llm.jsonl,

@@ -42,9 +42,8 @@ class Run:
         self.executor = executor or LocalExecutor()
         self.events = EventLog(watchers)
         self.store: RunStore | None = None
-        self.cache = (
-            ResponseCache(runs_dir / ".cache" / "responses.sqlite3") if use_cache else None
-        )
+        self.use_cache = use_cache
+        self._cache: ResponseCache | None = None
 
     def __enter__(self) -> Run:
         return self
@@ -55,9 +54,16 @@ class Run:
         self.close()
 
     def close(self) -> None:
-        if self.cache:
-            self.cache.close()
+        if self._cache:
+            self._cache.close()
         self.executor.close()
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """Opened when the first model is made: bad input found before leaves no file."""
+        if self.use_cache and self._cache is None:
+            self._cache = ResponseCache(self.runs_dir / ".cache" / "responses.sqlite3")
+        return self._cache
 
     def emit(self, event: object) -> None:
         self.events.emit(event)

@@ -114,9 +114,14 @@ class FaultServer:
             actions = by_text[0] if by_text else self.plan.get(seed, self.default)
             action = actions[min(attempt, len(actions) - 1)]
             self.requests.append(
-                {"seed": seed, "user": user, "attempt": attempt,
-                 "status": action.get("status", 200), "time": time.monotonic()}
-            )  # fmt: skip
+                {
+                    "seed": seed,
+                    "user": user,
+                    "attempt": attempt,
+                    "status": action.get("status", 200),
+                    "time": time.monotonic(),
+                }
+            )
         return action
 
     def attempts(self, seed: int) -> int:

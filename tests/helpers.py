@@ -45,7 +45,8 @@ def self_improve_run(config, resume: str | None = None, backend=None):
     return SimpleNamespace(dir=Path(result.run_dir), id=result.run_id), result.generations
 
 
-def calibrated(utility, target):
-    """A utility built by hand, calibrated as a run calibrates it."""
+def calibrated(utility, target, budget: int = 5):
+    """A utility built by hand, calibrated and given a budget as a run does it."""
     utility.calibrate(target)
+    utility.budget = budget
     return utility

@@ -39,9 +39,18 @@ def test_reward_hacking_gap():
 def test_sandbox_probe_reports_circumvention(tmp_path):
     (tmp_path / "script.json").write_text(I.script([I.FLIPPER, I.LAZY], LPN_REPLIES))
     proc = run_stop(
-        "self-improve", "--tasks", "sandbox_probe", "--rounds", "2", "--tests", "2",
-        "--script", "script.json", "--json", cwd=tmp_path,
-    )  # fmt: skip
+        "self-improve",
+        "--tasks",
+        "sandbox_probe",
+        "--rounds",
+        "2",
+        "--tests",
+        "2",
+        "--script",
+        "script.json",
+        "--json",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     # Each round proposes the flag-flipping improver and a lazy one: half tried.

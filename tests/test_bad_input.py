@@ -69,11 +69,24 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
 
 CASES = [
-    "missing target", "unreadable target", "empty target", "binary target", "enormous target",
-    "syntax error", "unknown utility", "missing entry", "ambiguous entry", "malformed inputs",
-    "inputs not lists", "no inputs", "original fails", "unknown improver", "unknown generation",
-    "unreachable base url", "bad flag value",
-]  # fmt: skip
+    "missing target",
+    "unreadable target",
+    "empty target",
+    "binary target",
+    "enormous target",
+    "syntax error",
+    "unknown utility",
+    "missing entry",
+    "ambiguous entry",
+    "malformed inputs",
+    "inputs not lists",
+    "no inputs",
+    "original fails",
+    "unknown improver",
+    "unknown generation",
+    "unreachable base url",
+    "bad flag value",
+]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -99,11 +99,23 @@ def test_openai_cli_run_against_a_real_http_server(tmp_path):
     """The real openai client, over real HTTP, with one good reply among bad ones."""
     with CannedServer(replies.ALL) as server:
         proc = run_stop(
-            "improve", "--target", str(FIB), "--base-url", server.url, "--model", "canned",
-            "--samples", "6", "--budget", "7", "--json", "--runs-dir", str(tmp_path / "runs"),
+            "improve",
+            "--target",
+            str(FIB),
+            "--base-url",
+            server.url,
+            "--model",
+            "canned",
+            "--samples",
+            "6",
+            "--budget",
+            "7",
+            "--json",
+            "--runs-dir",
+            str(tmp_path / "runs"),
             cwd=tmp_path,
             env={"OPENAI_API_KEY": SECRET, "STOP_TEST_SECRET": SECRET},
-        )  # fmt: skip
+        )
         assert proc.returncode == 0, proc.stderr
         out = json.loads(proc.stdout)
         assert out["improved"] is True, [
@@ -126,10 +138,23 @@ def test_openai_cli_run_against_a_real_http_server(tmp_path):
 
         # A second run replays every response from the cache: no new request.
         again = run_stop(
-            "improve", "--target", str(FIB), "--base-url", server.url, "--model", "canned",
-            "--samples", "6", "--budget", "7", "--json", "--runs-dir", str(tmp_path / "runs"),
-            cwd=tmp_path, env={"OPENAI_API_KEY": SECRET},
-        )  # fmt: skip
+            "improve",
+            "--target",
+            str(FIB),
+            "--base-url",
+            server.url,
+            "--model",
+            "canned",
+            "--samples",
+            "6",
+            "--budget",
+            "7",
+            "--json",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": SECRET},
+        )
         assert again.returncode == 0, again.stderr
         assert len(server.requests) == 6
         assert json.loads(again.stdout)["usage"]["cached"] == 6
@@ -141,9 +166,18 @@ def test_failed_improver_exits_1_after_saving_the_run(tmp_path, script):
         "def improve_algorithm(initial_solution, utility, language_model):\n    1 / 0\n"
     )
     proc = run_stop(
-        "improve", "--target", str(FIB), "--script", str(script([replies.MEMO])),
-        "--improver", str(improver), "--json", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path,
-    )  # fmt: skip
+        "improve",
+        "--target",
+        str(FIB),
+        "--script",
+        str(script([replies.MEMO])),
+        "--improver",
+        str(improver),
+        "--json",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
     assert out["status"] == "improver_failed"
@@ -153,9 +187,16 @@ def test_failed_improver_exits_1_after_saving_the_run(tmp_path, script):
 
 def test_rich_output_shows_table_diff_and_run_dir(tmp_path, script):
     proc = run_stop(
-        "improve", "--target", str(FIB), "--script", str(script([replies.MEMO, replies.SYNTAX])),
-        "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path, env={"COLUMNS": "120"},
-    )  # fmt: skip
+        "improve",
+        "--target",
+        str(FIB),
+        "--script",
+        str(script([replies.MEMO, replies.SYNTAX])),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+        env={"COLUMNS": "120"},
+    )
     assert proc.returncode == 0, proc.stderr
     for text in ("Candidates", "syntax error", "+@lru_cache", "Improved", "Run saved in"):
         assert text in proc.stdout, text

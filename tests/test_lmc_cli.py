@@ -15,9 +15,18 @@ APPENDIX_1 = "LDL 1 STA 0 LDL 10 SUB 0 BRP 7 HLT"
 def test_run_reports_outputs_and_error_kinds(tmp_path):
     (tmp_path / "add.lmc").write_text("ADD 0\nHLT\n")
     proc = run_stop(
-        "lmc", "run", "add.lmc", "--input", "3,5", "--input", "4,8", "--input", "10,1", "--json",
+        "lmc",
+        "run",
+        "add.lmc",
+        "--input",
+        "3,5",
+        "--input",
+        "4,8",
+        "--input",
+        "10,1",
+        "--json",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)["results"]
     assert [r["output"] for r in results] == [8, 12, 11]
@@ -76,9 +85,16 @@ def test_improve_an_lmc_program(tmp_path):
     ]
     (tmp_path / "script.json").write_text(json.dumps(replies))
     proc = run_stop(
-        "improve", "--target", "zero.lmc", "--utility", "lmc:add-4", "--script", "script.json",
-        "--json", cwd=tmp_path,
-    )  # fmt: skip
+        "improve",
+        "--target",
+        "zero.lmc",
+        "--utility",
+        "lmc:add-4",
+        "--script",
+        "script.json",
+        "--json",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["improved"] and out["best_score"] == 1.0 and out["baseline_score"] == 0.0

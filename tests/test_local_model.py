@@ -11,10 +11,20 @@ from tests.helpers import FIB, run_stop
 
 def test_stop_improve_on_the_embedded_model(tmp_path):
     proc = run_stop(
-        "improve", "--target", str(FIB), "--utility", "speed", "--json",
-        "--runs-dir", str(tmp_path / "runs"), "--samples", "2", "--budget", "3",
+        "improve",
+        "--target",
+        str(FIB),
+        "--utility",
+        "speed",
+        "--json",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--samples",
+        "2",
+        "--budget",
+        "3",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["usage"]["calls"] == 2 and out["usage"]["cached"] == 0

@@ -254,7 +254,9 @@ def _config(
             backend="openai", base_url=server.url, model="faulty", timeout_s=TIMEOUT_S
         ),
         budget=Budget(
-            model_calls=model_calls, max_responses_per_call=8, max_tokens=256,
+            model_calls=model_calls,
+            max_responses_per_call=8,
+            max_tokens=256,
             evaluations=evaluations,
         ),
         runs_dir=tmp_path / "runs",
@@ -349,10 +351,23 @@ def test_when_every_call_fails_the_seed_improver_fails_and_the_original_is_kept(
 
 def _cli(tmp_path: Path, server: FaultServer, *extra: str):
     return run_stop(
-        "improve", "--target", str(FIB), "--base-url", server.url, "--model", "faulty",
-        "--samples", "4", "--budget", "5", "--json", "--runs-dir", str(tmp_path / "runs"),
-        *extra, cwd=tmp_path,
-    )  # fmt: skip
+        "improve",
+        "--target",
+        str(FIB),
+        "--base-url",
+        server.url,
+        "--model",
+        "faulty",
+        "--samples",
+        "4",
+        "--budget",
+        "5",
+        "--json",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        *extra,
+        cwd=tmp_path,
+    )
 
 
 def test_cli_run_with_server_errors_then_success_completes(tmp_path: Path) -> None:

@@ -56,9 +56,13 @@ def _run(utility: Recording):
     backend = WaitsForScoring(utility)
     model = LanguageModel(backend, max_responses_per_call=2, max_tokens=64, budget_calls=2)
     outcome = run_improver(
-        load_improver("seed"), ORIGINAL, utility, model, limits=Limits(wall_s=60),
+        load_improver("seed"),
+        ORIGINAL,
+        utility,
+        model,
+        limits=Limits(wall_s=60),
         on_candidate=lambda *_: None,
-    )  # fmt: skip
+    )
     return outcome, backend
 
 

@@ -21,8 +21,12 @@ from tests.helpers import FIB, calibrated
 def host(tmp_path_factory):
     script = tmp_path_factory.mktemp("script") / "script.json"
     script.write_text('["no code here"]')
-    model = LanguageModel(build_backend(ModelSettings(backend="scripted", script=script)),
-                          max_responses_per_call=2, max_tokens=64, budget_calls=1)  # fmt: skip
+    model = LanguageModel(
+        build_backend(ModelSettings(backend="scripted", script=script)),
+        max_responses_per_call=2,
+        max_tokens=64,
+        budget_calls=1,
+    )
     target = Target(path=FIB, source=FIB.read_text())
     utility = calibrated(utilities.speed.build(target, UtilityOptions(timeout_s=5)), target)
     utility.budget = 1

@@ -72,13 +72,23 @@ def cluster():
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     start = subprocess.Popen(
         [
-            str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-            "--object-store-memory=100000000", f"--temp-dir={temp}",
+            str(RAY),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--object-store-memory=100000000",
+            f"--temp-dir={temp}",
         ],
-        cwd=temp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=temp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     sid = start.pid
     try:
         output, _ = start.communicate(timeout=120)
@@ -127,8 +137,12 @@ def test_evaluations_on_the_cluster_equal_local_ones(ray_executor):
         assert _same(here, there), name
     assert here.status == "crash"  # the last: every instance raised
     # A whole job past its wall clock: killed on the worker, as it is here.
-    hang = {"code": "def f(x):\n    while True:\n        pass\n", "entry": "f",
-            "inputs": [[1]], "per_call_s": 30.0}  # fmt: skip
+    hang = {
+        "code": "def f(x):\n    while True:\n        pass\n",
+        "entry": "f",
+        "inputs": [[1]],
+        "per_call_s": 30.0,
+    }
     limits = Limits(wall_s=2.0)
     here = local.run("solve", hang, limits, ())
     there = remote.run("solve", hang, limits, ())
@@ -143,10 +157,17 @@ def test_evaluations_on_the_cluster_equal_local_ones(ray_executor):
 def _nap_task() -> TaskSpec:
     """A one-instance task whose solution naps: time to kill its worker mid-task."""
     return TaskSpec(
-        name="nap", entry="f", seed_solution="", description="nap", per_call_s=30.0,
-        val_size=1, test_size=1, make_instance=lambda rng: Instance(args=[7], answer=7),
-        score=lambda instance, output: float(output == instance.answer), preload=(),
-    )  # fmt: skip
+        name="nap",
+        entry="f",
+        seed_solution="",
+        description="nap",
+        per_call_s=30.0,
+        val_size=1,
+        test_size=1,
+        make_instance=lambda rng: Instance(args=[7], answer=7),
+        score=lambda instance, output: float(output == instance.answer),
+        preload=(),
+    )
 
 
 NAP = "import time\n\n\ndef f(x):\n    time.sleep({seconds})\n    return x\n"
@@ -229,10 +250,20 @@ SCRIPT = [
 
 def _self_improve(tmp_path: Path, runs: str, *extra: str, verbose: bool = False):
     return run_stop(
-        *(["-v"] if verbose else []), "self-improve", "--rounds", "2", "--tests", "2",
-        "--script", str(tmp_path / "script.json"), "--runs-dir", str(tmp_path / runs),
-        "--json", *extra, cwd=tmp_path,
-    )  # fmt: skip
+        *(["-v"] if verbose else []),
+        "self-improve",
+        "--rounds",
+        "2",
+        "--tests",
+        "2",
+        "--script",
+        str(tmp_path / "script.json"),
+        "--runs-dir",
+        str(tmp_path / runs),
+        "--json",
+        *extra,
+        cwd=tmp_path,
+    )
 
 
 def _lineage(out: dict) -> list[dict]:
@@ -275,10 +306,21 @@ def _counted(stderr: str) -> tuple[int, int]:
 def test_improve_through_the_cluster_keeps_the_memoized_rewrite(tmp_path, script, cluster):
     replied = script([replies.MEMO, replies.WRONG])
     proc = run_stop(
-        "-v", "improve", "--target", str(FIB), "--script", str(replied),
-        "--runs-dir", str(tmp_path / "runs"), "--json",
-        "--executor", "ray", "--ray-address", cluster["address"], cwd=tmp_path,
-    )  # fmt: skip
+        "-v",
+        "improve",
+        "--target",
+        str(FIB),
+        "--script",
+        str(replied),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json",
+        "--executor",
+        "ray",
+        "--ray-address",
+        cluster["address"],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["improved"] and "lru_cache" in Path(result["best_path"]).read_text()
@@ -315,8 +357,12 @@ def test_executor_flags_bad_input(tmp_path, script, command, args, env, message)
     full_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | env
     proc = subprocess.run(
         [sys.executable, "-m", "stop.cli", command, *common, *args],
-        cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -74,8 +74,13 @@ LOOPS = ["_", "i", "j", "step", "t"]
 def names(rng: random.Random, pool: dict[str, list[str]] | None = None) -> dict[str, str]:
     pool = pool or {"f": FUNCS, "n": ARGS, "v": VARS, "i": LOOPS}
     a, b = rng.sample(pool["v"], 2)
-    return {"f": rng.choice(pool["f"]), "n": rng.choice(pool["n"]), "a": a, "b": b,
-            "i": rng.choice(pool["i"])}  # fmt: skip
+    return {
+        "f": rng.choice(pool["f"]),
+        "n": rng.choice(pool["n"]),
+        "a": a,
+        "b": b,
+        "i": rng.choice(pool["i"]),
+    }
 
 
 def variant(template: str, name: dict[str, str], buggy: bool) -> str:
@@ -286,9 +291,22 @@ def _edited(text: str, **changes) -> str:
         lambda t: _edited(t, indices=[1], weights=["NaN"]),
         lambda t: _edited(t, pairs=-1),
     ],
-    ids=["garbage", "truncated", "empty_object", "version", "buckets", "ngram", "extra_key",
-         "index_high", "index_negative", "index_repeats", "lengths", "nan", "negative"],
-)  # fmt: skip
+    ids=[
+        "garbage",
+        "truncated",
+        "empty_object",
+        "version",
+        "buckets",
+        "ngram",
+        "extra_key",
+        "index_high",
+        "index_negative",
+        "index_repeats",
+        "lengths",
+        "nan",
+        "negative",
+    ],
+)
 def test_from_json_rejects_corrupt_or_incompatible_records(fib_model, corrupt):
     with pytest.raises(BadInput):
         Reranker.from_json(corrupt(fib_model.to_json()))
@@ -306,8 +324,12 @@ def test_saved_model_means_the_same_in_a_process_with_another_hash_seed(fib_mode
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "model.json"), json.dumps(probe)],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(out.stdout) == fib_model.predict(probe)
 
 

@@ -89,9 +89,18 @@ def test_non_iterative_variant_always_uses_the_seed(tmp_path):
 
 def _run(tmp_path: Path, runs: str, *extra: str) -> subprocess.Popen:
     args = [
-        *STOP, "self-improve", "--rounds", "3", "--tests", "2",
-        "--script", str(tmp_path / "script.json"), "--runs-dir", str(tmp_path / runs), "--json",
-    ]  # fmt: skip
+        *STOP,
+        "self-improve",
+        "--rounds",
+        "3",
+        "--tests",
+        "2",
+        "--script",
+        str(tmp_path / "script.json"),
+        "--runs-dir",
+        str(tmp_path / runs),
+        "--json",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     return subprocess.Popen(
         [*args, *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
@@ -120,6 +129,7 @@ def test_resume_after_kill_gives_the_same_lineage(tmp_path):
     got = json.loads(resumed.communicate(timeout=300)[0])
     assert resumed.returncode == 0
     assert got["run_id"] == run_id
+
     # What a generation is, without how long it took or what the cache saved.
     def lineage(out: dict) -> list[dict]:
         strip = ("seconds", "usage")
@@ -158,9 +168,14 @@ def test_resume_after_kill_gives_the_same_lineage(tmp_path):
 def test_bad_input(tmp_path, args, message):
     (tmp_path / "script.json").write_text(I.script([I.LAZY], LPN_REPLIES))
     proc = run_stop(
-        "self-improve", "--script", str(tmp_path / "script.json"),
-        "--runs-dir", str(tmp_path / "runs"), *args, cwd=tmp_path,
-    )  # fmt: skip
+        "self-improve",
+        "--script",
+        str(tmp_path / "script.json"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        *args,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr
@@ -188,9 +203,20 @@ def test_self_improve_against_a_real_http_server(tmp_path):
     rules = json.loads(I.script([I.STRONGER, I.LAZY], LPN_REPLIES))
     with CannedServer(rules) as server:
         proc = run_stop(
-            "self-improve", "--rounds", "2", "--tests", "2", "--base-url", server.url,
-            "--model", "canned", "--runs-dir", str(tmp_path / "runs"), "--json", cwd=tmp_path,
-        )  # fmt: skip
+            "self-improve",
+            "--rounds",
+            "2",
+            "--tests",
+            "2",
+            "--base-url",
+            server.url,
+            "--model",
+            "canned",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--json",
+            cwd=tmp_path,
+        )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     generations = {g["gen"]: g for g in out["generations"]}
@@ -202,8 +228,10 @@ def test_self_improve_against_a_real_http_server(tmp_path):
         path = str(Path(out["run_dir"]) / g["path"])
         code = subprocess.run(
             [sys.executable, "-c", f"import runpy; runpy.run_path({path!r})"],
-            capture_output=True, text=True, cwd=tmp_path,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         assert code.returncode == 0, code.stderr
         if g["kept"] and g["parent"] is not None:
             assert g["meta_utility_val"] >= generations[g["parent"]]["meta_utility_val"]
@@ -213,10 +241,20 @@ def test_self_improve_against_a_real_http_server(tmp_path):
 def test_transfer_table_compares_seed_and_improved_improver(tmp_path):
     store, _ = self_improve_run(_config(tmp_path, [I.STRONGER, I.LAZY], rounds=1))
     proc = run_stop(
-        "transfer", "--improver", f"{store.id}:1", "--tasks", "lpn", "--trials", "2",
-        "--script", str(tmp_path / "script.json"), "--runs-dir", str(tmp_path / "runs"),
-        "--json", cwd=tmp_path,
-    )  # fmt: skip
+        "transfer",
+        "--improver",
+        f"{store.id}:1",
+        "--tasks",
+        "lpn",
+        "--trials",
+        "2",
+        "--script",
+        str(tmp_path / "script.json"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--json",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(proc.stdout)["rows"]
     assert row["task"] == "lpn"

@@ -35,9 +35,22 @@ def fib(n):
 def _improve(tmp_path: Path, improver: str, script: list, *extra: str) -> dict:
     path = tmp_path / "script.json"
     path.write_text(json.dumps(script))
-    result = run_stop("improve", "--target", str(FIB), "--utility", "speed", "--improver",
-                      improver, "--backend", "scripted", "--script", str(path), "--json", *extra,
-                      cwd=tmp_path)  # fmt: skip
+    result = run_stop(
+        "improve",
+        "--target",
+        str(FIB),
+        "--utility",
+        "speed",
+        "--improver",
+        improver,
+        "--backend",
+        "scripted",
+        "--script",
+        str(path),
+        "--json",
+        *extra,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -58,8 +71,9 @@ def test_speed_utility_reports_failing_inputs_and_exceptions(tmp_path):
     wrong = utility.evaluate("def fib(n):\n    return n * 2\n")
     assert wrong.status == "wrong_answer"
     assert [(f.input, f.expected, f.actual) for f in wrong.feedback] == [
-        ("[22]", "17711", "44"), ("[25]", "75025", "50")
-    ]  # fmt: skip
+        ("[22]", "17711", "44"),
+        ("[25]", "75025", "50"),
+    ]
     crash = utility.use("def fib(n):\n    return {}[n]\n")
     (failure,) = crash.feedback
     assert failure.kind == "exception" and "KeyError" in failure.message
@@ -105,9 +119,12 @@ def test_improvers_get_feedback_through_the_proxy(tmp_path):
     reported = json.loads(program.rsplit("# ", 1)[1])
     assert reported["status"] == "wrong_answer" and reported["score"] == 0
     assert reported["feedback"][0] | {} == {
-        "kind": "wrong_answer", "input": "[22]", "expected": "17711", "actual": "44",
+        "kind": "wrong_answer",
+        "input": "[22]",
+        "expected": "17711",
+        "actual": "44",
         "message": None,
-    }  # fmt: skip
+    }
     assert result["utility_uses"] == 1  # feedback costs one use, like a score
 
 
@@ -224,8 +241,10 @@ def test_a_reply_falls_back_to_its_full_program_or_reports_nothing_usable():
     assert plain.mode == "rewrite" and plain.edits == 0
 
 
-@given(st.lists(st.text(alphabet="abc =+1\t", min_size=1, max_size=12), min_size=1, max_size=8),
-       st.data())  # fmt: skip
+@given(
+    st.lists(st.text(alphabet="abc =+1\t", min_size=1, max_size=12), min_size=1, max_size=8),
+    st.data(),
+)
 def test_an_identity_edit_of_any_unique_lines_changes_nothing(lines, data):
     program = "\n".join(f"{i}: {line}" for i, line in enumerate(lines)) + "\n"
     start = data.draw(st.integers(0, len(lines) - 1))
@@ -241,13 +260,17 @@ def test_edit_replies_are_applied_by_the_host_and_counted(tmp_path):
     # map_elites asks for edits: an applying edit, a failing one with a full program to
     # fall back on, a failing one with nothing else, and a plain rewrite.
     failing = "<<<<<<< SEARCH\ndef fob(n):\n=======\ndef fib(n):\n>>>>>>> REPLACE\n"
-    script = [{"when": "Write a variation",
-               "replies": [MEMO_EDIT, failing + ITERATIVE, failing, R.WRONG]}]  # fmt: skip
-    result = _improve(tmp_path, "map_elites", script, "--samples", "4",
-                      "--llm-budget", "4")  # fmt: skip
+    script = [
+        {"when": "Write a variation", "replies": [MEMO_EDIT, failing + ITERATIVE, failing, R.WRONG]}
+    ]
+    result = _improve(tmp_path, "map_elites", script, "--samples", "4", "--llm-budget", "4")
     usage = result["usage"]
-    assert (usage["edits_applied"], usage["edits_fell_back"], usage["edits_failed"],
-            usage["edits_rewrites"]) == (1, 1, 1, 1)  # fmt: skip
+    assert (
+        usage["edits_applied"],
+        usage["edits_fell_back"],
+        usage["edits_failed"],
+        usage["edits_rewrites"],
+    ) == (1, 1, 1, 1)
     no_code = [c for c in result["candidates"] if c["evaluation"]["status"] == "no_code"]
     assert len(no_code) == 1 and "not in the program" in no_code[0]["evaluation"]["detail"]
 
@@ -303,17 +326,39 @@ def test_compare_runs_every_improver_under_the_same_budget(tmp_path):
     path = tmp_path / "script.json"
     solutions = [I.ZEROS_LPN, I.GOOD_LPN]
     path.write_text(json.dumps([{"when": "Learning parity", "replies": solutions}]))
-    result = run_stop("compare", "--improvers", "seed,refine", "--tasks", "parity", "--trials",
-                      "2", "--backend", "scripted", "--script", str(path), "--json",
-                      cwd=tmp_path)  # fmt: skip
+    result = run_stop(
+        "compare",
+        "--improvers",
+        "seed,refine",
+        "--tasks",
+        "parity",
+        "--trials",
+        "2",
+        "--backend",
+        "scripted",
+        "--script",
+        str(path),
+        "--json",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [(r["task"], r["improver"]) for r in rows] == [("parity", "seed"), ("parity", "refine")]
     for row in rows:
         assert row["score"]["n"] == 2 and row["calls"] > 0 and row["failed"] == 0
         assert row["score"]["low"] <= row["score"]["mean"] <= row["score"]["high"]
-    bad = run_stop("compare", "--improvers", "seed,nope", "--tasks", "parity", "--backend",
-                   "scripted", "--script", str(path), cwd=tmp_path)  # fmt: skip
+    bad = run_stop(
+        "compare",
+        "--improvers",
+        "seed,nope",
+        "--tasks",
+        "parity",
+        "--backend",
+        "scripted",
+        "--script",
+        str(path),
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "unknown improver 'nope'" in bad.stderr
 
 
@@ -324,8 +369,19 @@ def test_bench_mutators_rates_valid_correct_and_improving_mutations(tmp_path):
     ]
     path = tmp_path / "script.json"
     path.write_text(json.dumps(script))
-    result = run_stop("bench-mutators", "--backend", "scripted", "--script", str(path),
-                      "--samples", "2", "--targets", "fib", "--json", cwd=tmp_path)  # fmt: skip
+    result = run_stop(
+        "bench-mutators",
+        "--backend",
+        "scripted",
+        "--script",
+        str(path),
+        "--samples",
+        "2",
+        "--targets",
+        "fib",
+        "--json",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = {(r["mode"], r["target"]): r for r in json.loads(result.stdout)}
     rewrite, edit = rows[("rewrite", "fib")], rows[("edit", "fib")]

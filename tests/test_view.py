@@ -1,7 +1,8 @@
 """The lineage viewer: `stop runs`, `stop lineage`, `stop show`, `stop view` (through
 Textual's pilot) and `stop export --html` (opened in headless Chromium), on fixture runs
-written through the real run store, and on real runs made by `stop self-improve` and
-`stop improve` with a scripted model."""
+written through the real run store, on real runs made by `stop self-improve` and
+`stop improve` with a scripted model, and on expert-iteration runs (a real one is made in
+tests/test_exit_train.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,21 @@ from pathlib import Path
 
 import pytest
 
+from stop.defaults import LOCAL
 from stop.errors import BadInput
-from stop.view.runs import open_run, summarize
+from stop.records import (
+    FORMAT_VERSION,
+    Budget,
+    Failed,
+    IterationSaved,
+    ModelSettings,
+    Resumed,
+    SelfImproveConfig,
+)
+from stop.view.runs import open_run, read_run, summarize
 from tests import improvers as I
 from tests import replies as R
-from tests.helpers import FIB, run_stop
+from tests.helpers import FIB, run_stop, self_improve_run
 from tests.run_fixture import CIRCUMVENTING, make_run
 
 
@@ -113,7 +124,7 @@ def test_older_corrupt_and_incomplete_runs_are_reported(tmp_path):
     config = json.loads((old.dir / "config.json").read_text())
     (old.dir / "config.json").write_text(json.dumps(config | {"format_version": 0}))
     _bad(run_stop("lineage", old.id, "--runs-dir", str(runs_dir), cwd=tmp_path),
-         "run format 0", "reads format 1")  # fmt: skip
+         "run format 0", f"reads format {FORMAT_VERSION}")  # fmt: skip
 
     gap = make_run(runs_dir, 4)
     (gap.dir / "generations" / "gen_001.json").unlink()
@@ -280,19 +291,16 @@ def test_html_export_draws_the_lineage_in_a_browser(runs, tmp_path):
 
 
 def test_real_self_improve_run_is_viewable_with_its_exchanges(tmp_path):
-    from stop.llm import ModelSettings
-    from stop.scoring.meta import BudgetPerTest
-    from stop.self_improve import SelfImproveConfig, self_improve
-
     script = tmp_path / "script.json"
     script.write_text(I.script([I.STRONGER, I.LAZY], [I.ZEROS_LPN, I.ZEROS_LPN, I.GOOD_LPN]))
     config = SelfImproveConfig(
         rounds=1, tests=2, model=ModelSettings(backend="scripted", script=script),
-        test_budget=BudgetPerTest(model_calls=4, max_responses_per_call=2, max_tokens=256,
-                                  task_evaluations=5),
+        round_budget=LOCAL.round,
+        test_budget=Budget(model_calls=4, max_responses_per_call=2, max_tokens=256,
+                           evaluations=5),
         runs_dir=tmp_path / "runs",
     )  # fmt: skip
-    store, generations = self_improve(config)
+    store, generations = self_improve_run(config)
     view = open_run(tmp_path / "runs", store.id)
     assert [n.gen for n in view.nodes] == [0, 1] and view.status == "finished"
     assert view.nodes[1].kept == generations[1].kept
@@ -324,3 +332,97 @@ def test_improve_run_shows_the_original_and_its_candidates(tmp_path, script):
     assert shown.returncode == 0 and "+++ candidate" in shown.stdout
     with pytest.raises(BadInput, match="no generation 99"):
         view.node(99)
+
+
+# --- expert-iteration runs ----------------------------------------------------------
+
+# Greedy solve rates per iteration: add-3 is solved at 2, then lost again at 3.
+EXIT_RATES = [
+    {"add-2": 1.0, "add-3": 0.0},
+    {"add-2": 1.0, "add-3": 1.0},
+    {"add-2": 1.0, "add-3": 0.5},
+]
+
+
+def _exit_run(runs_dir: Path, iterations: int = 5):
+    """An expert-iteration run folder as `stop exit train` writes one (no torch needed:
+    the viewer reads the config and the events, not the checkpoint), interrupted after
+    its first iteration and resumed."""
+    from stop.exit.config import make_config
+    from stop.exit.folder import create
+
+    config = make_config(preset="tiny", max_n=3, iterations=iterations)
+    store = create(config, runs_dir)
+    store.emit(IterationSaved(iteration=1, solve_rates=EXIT_RATES[0]))
+    store.emit(Failed(error="KeyboardInterrupt: "))
+    store.emit(Resumed())
+    for number, rates in enumerate(EXIT_RATES[1:], start=2):
+        store.emit(IterationSaved(iteration=number, solve_rates=rates))
+    return store
+
+
+def test_exit_run_is_one_line_of_iterations(tmp_path):
+    store = _exit_run(tmp_path / "runs")
+    view = read_run(store.dir)
+    assert view.kind == "exit" and view.status == "running" and view.rounds == 5
+    assert view.in_progress == 4  # resumed, 3 of 5 iterations done
+    assert [(n.gen, n.parent) for n in view.nodes] == [(1, None), (2, 1), (3, 2)]
+    assert all(n.kept for n in view.nodes)
+    assert [n.val for n in view.nodes] == [pytest.approx(sum(r.values()) / 2) for r in EXIT_RATES]
+    assert view.best.gen == 3 and view.model == "decoder (tiny)"
+    first, second, third = view.nodes
+    assert view.strategy(second) == "2/2 solved, new: add-3"
+    assert view.strategy(third) == "1/2 solved, lost: add-3"
+    assert view.delta(third) == pytest.approx(-0.25)
+    # An iteration has no program: its "source" is its solve rates, a task a line.
+    text = view.source(third)
+    assert "iteration 3: 1 of 2 tasks solved" in text and re.search(r"add-3\s+0\.500", text)
+    assert "-add-3  1.000  solved" in view.diff(third) and "+add-3  0.500" in view.diff(third)
+    with pytest.raises(BadInput, match="no iteration 9 \\(it has 1..3\\)"):
+        view.node(9)
+    (store.dir / "config.json").write_text(
+        (store.dir / "config.json")
+        .read_text()
+        .replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 1')
+    )
+    with pytest.raises(
+        BadInput, match=f"run format 1, and this stop reads format {FORMAT_VERSION}"
+    ):
+        read_run(store.dir)
+
+
+def test_exit_run_in_runs_lineage_show_view_and_export(tmp_path):
+    runs_dir = tmp_path / "runs"
+    store = _exit_run(runs_dir, iterations=3)
+    store.emit(Failed(error="RuntimeError: out of memory"))
+    where = ["--runs-dir", str(runs_dir)]
+    (row,) = json.loads(run_stop("runs", "--json", *where, cwd=tmp_path).stdout)
+    assert row["kind"] == "exit" and row["status"] == "failed" and row["generations"] == 3
+    assert row["best"] == pytest.approx(0.75)
+    lineage = run_stop("lineage", store.id, *where, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert lineage.returncode == 0, lineage.stderr
+    assert "iter 2  solve rate 1.000" in lineage.stdout and "new: add-3" in lineage.stdout
+    assert "reverted" not in lineage.stdout and "out of memory" in lineage.stdout
+    shown = run_stop("show", store.id, "3", "--diff", *where, cwd=tmp_path)
+    assert shown.returncode == 0 and "+++ iteration 3" in shown.stdout
+    page = tmp_path / "exit.html"
+    exported = run_stop("export", store.id, "--html", str(page), *where, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "Iteration 3" in page.read_text() and "lost: add-3" in page.read_text()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    async def steps(app, pilot):
+        assert app.selected.gen == 1
+        assert "iteration 1: 1 of 2 tasks solved" in _text(app)
+        await pilot.press("down", "down", "down")
+        await pilot.pause()
+        assert app.selected.gen == 3
+        await pilot.press("3")
+        await pilot.pause()
+        assert "Solve rates" in _text(app) and "-0.500" in _text(app)
+        await pilot.press("5")
+        await _settle(app, pilot)
+        assert "mean solve rate" in _text(app)
+        await pilot.press("q")
+
+    _pilot(open_run(runs_dir, store.id), steps)

@@ -90,9 +90,13 @@ class LMCUtility(Utility):
                 found.append(Feedback(kind="exception", input=shown(list(inputs)), message=message))
             elif outcome.output != expected:
                 found.append(
-                    Feedback(kind="wrong_answer", input=shown(list(inputs)),
-                             expected=shown(expected), actual=shown(outcome.output))
-                )  # fmt: skip
+                    Feedback(
+                        kind="wrong_answer",
+                        input=shown(list(inputs)),
+                        expected=shown(expected),
+                        actual=shown(outcome.output),
+                    )
+                )
         return found[:MAX_FEEDBACK]
 
     def _signals(self, program: str) -> list[str]:

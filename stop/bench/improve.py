@@ -24,10 +24,22 @@ from stop.errors import StopError
 _ROOT = Path(__file__).resolve().parents[2]
 # Small enough that the first run takes well under a minute on 2 cores.
 _ARGS = [
-    "improve", "--target", str(_ROOT / "examples" / "fib.py"), "--utility", "speed",
-    "--backend", "local", "--samples", "2", "--budget", "3", "--max-tokens", "64",
-    "--llm-budget", "2",
-]  # fmt: skip
+    "improve",
+    "--target",
+    str(_ROOT / "examples" / "fib.py"),
+    "--utility",
+    "speed",
+    "--backend",
+    "local",
+    "--samples",
+    "2",
+    "--budget",
+    "3",
+    "--max-tokens",
+    "64",
+    "--llm-budget",
+    "2",
+]
 
 
 def _stop(runs_dir: Path, pool: bool) -> float:

@@ -87,8 +87,12 @@ def _alternate(sides: dict, per_token: bool) -> dict[str, float]:
                 raise StopError(f"the llm benchmark's {name} side produced no tokens")
             log.info(
                 "llm bench %s, run %d: %d tokens in %.2f s (%.1f tokens/s)",
-                name, repeat, produced, seconds, produced / seconds,
-            )  # fmt: skip
+                name,
+                repeat,
+                produced,
+                seconds,
+                produced / seconds,
+            )
             if per_token:
                 best[name] = max(best.get(name, 0.0), produced / seconds)
             else:

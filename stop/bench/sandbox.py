@@ -66,8 +66,11 @@ def _fork() -> None:
 
 def bench_sandbox(calls: int = 40) -> list[Figure]:
     sides: dict[str, Callable[[], None]] = {
-        "pool": _pooled, "fresh": _fresh, "subprocess": _subprocess, "fork": _fork,
-    }  # fmt: skip
+        "pool": _pooled,
+        "fresh": _fresh,
+        "subprocess": _subprocess,
+        "fork": _fork,
+    }
     _pooled()  # starts the warm parent: a one-time cost per host process, not per call
     times: dict[str, list[float]] = {name: [] for name in sides}
     for i in range(calls):

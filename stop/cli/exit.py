@@ -1,4 +1,6 @@
-"""`stop exit train|eval|plot`: expert iteration on the Little Man Computer.
+"""`stop exit train|eval|plot`: expert iteration on the Little Man Computer. A training
+run is a run folder like every other command's (stop/exit/folder.py): `stop runs`,
+`stop lineage` and `stop view` show it.
 
 torch is imported inside the commands, so `stop --help` stays fast.
 """
@@ -18,6 +20,14 @@ from stop.errors import BadInput
 exit_app = typer.Typer(no_args_is_help=True, help="Expert iteration (ExIt) on the LMC.")
 app.add_typer(exit_app, name="exit")
 err_console = Console(stderr=True)
+_RUNS_DIR = typer.Option(Path("runs"), help="Where runs are saved.")
+
+
+def _run_path(path: Path, runs_dir: Path) -> Path:
+    """A path as given, or, where nothing is there, the run of that id in `runs_dir`."""
+    if not path.exists() and len(path.parts) == 1 and (runs_dir / path).is_dir():
+        return runs_dir / path
+    return path
 
 
 def _setup_torch(threads: int | None) -> None:
@@ -62,8 +72,13 @@ def train_command(
     max_len: int | None = typer.Option(None, "--max-len", help="Program length limit."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Go on once all solved."),
     seed: int = typer.Option(0, help="Seed of the model, search and replay."),
-    out: Path | None = typer.Option(None, help="Run directory (default runs/exit/<id>)."),
-    resume: bool = typer.Option(False, help="Resume the run in --out."),
+    out: Path | None = typer.Option(
+        None, help="Run directory (default: a new runs/<time>-exit-<hex>/ in --runs-dir)."
+    ),
+    resume: bool = typer.Option(
+        False, help="Resume the run in --out (a directory, or a run id in --runs-dir)."
+    ),
+    runs_dir: Path = _RUNS_DIR,
     threads: int | None = typer.Option(None, help="torch CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -77,13 +92,16 @@ def train_command(
         preset=preset, curriculum=curriculum, grammar=grammar, max_len=max_len,
         stop_when_solved=not keep_going, seed=seed,
     )  # fmt: skip
-    if out is None:
-        if resume:
-            raise BadInput("--resume needs --out: the run directory to resume")
-        out = Path("runs") / "exit" / time.strftime(f"%Y%m%d-%H%M%S-{family}-{search}")
+    if resume and out is None:
+        raise BadInput("--resume needs --out: the run to resume (runs/<run-id> or its id)")
     _setup_torch(threads)
+    from stop.exit.folder import create, reopen
     from stop.exit.loop import run_exit
 
+    if resume and out is not None:
+        store = reopen(_run_path(out, runs_dir))
+    else:
+        store = create(config, runs_dir, out)
     started = time.perf_counter()
 
     def progress(record: dict) -> None:
@@ -96,14 +114,18 @@ def train_command(
         )
 
     try:
-        with err_console.status("expert iteration…"):
-            state = run_exit(config, out, resume=resume, on_iteration=progress)
+        with err_console.status(f"expert iteration, run {store.id}…"):
+            state = run_exit(config, store, resume=resume, on_iteration=progress)
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: resume with --resume --out {out}")
+        err_console.print(
+            f"interrupted: resume with the same options and --resume --out {store.dir}",
+            highlight=False,
+        )
         raise
     last = state.history[-1] if state.history else None
     result = {
-        "run_dir": str(out),
+        "run_id": store.id,
+        "run_dir": str(store.dir),
         "iterations": state.iteration,
         "solve_rates": last["solve_rates"] if last else {},
         "flops": _flops(last),
@@ -114,10 +136,11 @@ def train_command(
 
 @exit_app.command("eval")
 def eval_command(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint file or run directory."),
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file, run directory or run id."),
     family: str | None = typer.Option(None, help="add or random (default: the run's)."),
     max_n: int | None = typer.Option(None, "--max-n", help="add: tasks add-2 .. add-N."),
     count: int | None = typer.Option(None, help="random: how many tasks."),
+    runs_dir: Path = _RUNS_DIR,
     threads: int | None = typer.Option(None, help="torch CPU threads."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -126,7 +149,7 @@ def eval_command(
     from stop.exit.config import make_config
     from stop.exit.loop import evaluate, restore_state
 
-    state = restore_state(checkpoint)
+    state = restore_state(_run_path(checkpoint, runs_dir))
     fields = state.config.model_dump(exclude={"format_version"})
     for key, value in (("family", family), ("max_n", max_n), ("count", count)):
         if value is not None:
@@ -141,14 +164,15 @@ def eval_command(
 
 @exit_app.command("plot")
 def plot_command(
-    runs: list[Path] = typer.Argument(..., help="Run directories or checkpoints."),
+    runs: list[Path] = typer.Argument(..., help="Run directories, run ids or checkpoints."),
     png: Path | None = typer.Option(None, help="Write a PNG chart here."),
     terminal: bool = typer.Option(True, help="Draw a terminal chart (plotext)."),
+    runs_dir: Path = _RUNS_DIR,
 ) -> None:
     """% of test tasks solved against total FLOPs, one line per run."""
     from stop.exit.plot import load_curves, plot_png, plot_terminal
 
-    curves = load_curves(runs)
+    curves = load_curves([_run_path(run, runs_dir) for run in runs])
     if png is not None:
         plot_png(curves, png)
         err_console.print(f"wrote {png}")

@@ -76,11 +76,14 @@ def lineage_command(
 @app.command("show")
 def show_command(
     run_id: str = typer.Argument(..., help="A run id."),
-    gen: str = typer.Argument(..., help="A generation (an improve run: a candidate number)."),
+    gen: str = typer.Argument(
+        ..., help="A generation (an improve run: a candidate; an exit run: an iteration)."
+    ),
     diff: bool = typer.Option(False, "--diff", help="Show the change against its parent."),
     runs_dir: Path = _RUNS_DIR,
 ) -> None:
-    """A generation's improver source, syntax-highlighted, or its diff against its parent."""
+    """A generation's improver source, syntax-highlighted, or its diff against its parent
+    (an expert-iteration run's iteration: its solve rates)."""
     from stop.view.render import source
     from stop.view.runs import open_run
 
@@ -109,6 +112,7 @@ def export_command(
     runs_dir: Path = _RUNS_DIR,
 ) -> None:
     """A single self-contained HTML page: lineage graph, scores, code and diffs."""
+    from stop.store import write_atomic
     from stop.view.html import export_html
     from stop.view.runs import open_run
 
@@ -118,11 +122,8 @@ def export_command(
     if not html.parent.is_dir():
         raise BadInput(f"--html {html}: folder {html.parent} does not exist")
     page = export_html(view)
-    tmp = html.with_name(f".{html.name}.tmp")
     try:
-        tmp.write_text(page)
-        tmp.replace(html)  # a reader never sees half a page
+        write_atomic(html, page)  # a reader never sees half a page
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise BadInput(f"cannot write {html}: {exc.strerror or exc}") from exc
     Console(stderr=True).print(f"Wrote {html} ({len(page) // 1024} KiB)", highlight=False)

@@ -47,8 +47,15 @@ def run_command(
     rows = []
     for values in _inputs(inputs):
         outcome = run(parsed, values)
-        rows.append({"input": values, "kind": outcome.kind, "output": outcome.output,
-                     "steps": outcome.steps, "error": outcome.error})  # fmt: skip
+        rows.append(
+            {
+                "input": values,
+                "kind": outcome.kind,
+                "output": outcome.output,
+                "steps": outcome.steps,
+                "error": outcome.error,
+            }
+        )
     if as_json:
         typer.echo(json.dumps({"program": str(program), "results": rows}))
         return

@@ -7,9 +7,8 @@ strings, lists and dicts, so loading one cannot run code.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +16,20 @@ import torch
 from pydantic import ValidationError
 
 from stop.errors import BadInput
-from stop.exit.config import FORMAT_VERSION, ExitConfig
+from stop.exit.config import ExitConfig
+from stop.records import FORMAT_VERSION
+from stop.store import write_atomic
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(file) on a temporary file beside `path`, then rename it into place: a
-    crash or Ctrl-C leaves either the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
 def save_checkpoint(path: Path, config: ExitConfig, state: dict[str, Any]) -> None:
     payload = {"format_version": FORMAT_VERSION, "config": config.model_dump_json(), **state}
-    atomic_write_bytes(path, lambda handle: torch.save(payload, handle))
+    # Serialised in memory first (a few MB at most), so the one atomic write of the run
+    # store puts it on disk: a crash or Ctrl-C leaves the old checkpoint or the new one.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def resolve(path: Path) -> Path:
@@ -62,7 +47,10 @@ def load_checkpoint(path: Path) -> tuple[ExitConfig, dict[str, Any]]:
         raise BadInput(f"{file} is not a readable checkpoint (corrupt or not ours)") from exc
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         version = payload.get("format_version") if isinstance(payload, dict) else None
-        raise BadInput(f"{file}: unsupported checkpoint format {version!r}")
+        raise BadInput(
+            f"{file} was written in run format {version!r}, and this stop reads format "
+            f"{FORMAT_VERSION}; use the stop version that made it"
+        )
     try:
         config = ExitConfig.model_validate(json.loads(payload.pop("config")))
     except (ValidationError, ValueError, KeyError, TypeError) as exc:

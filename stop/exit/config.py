@@ -1,25 +1,27 @@
-"""The run configuration of expert iteration: one typed record, stored in every checkpoint."""
+"""The run configuration of expert iteration: one typed record, the run folder's
+config.json, and stored again in every checkpoint (which may raise `iterations`)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from stop.errors import BadInput
 from stop.lmc.tasks import Task, add_task, random_tasks
+from stop.records import Record
 
-FORMAT_VERSION = 1
 FAMILIES = ("add", "random")
 SEARCHES = ("sf", "mcts")
 # Fields that may change when a run is resumed; all others must match the checkpoint's.
 RESUMABLE_CHANGES = frozenset({"iterations", "stop_when_solved"})
 
 
-class ExitConfig(BaseModel):
+class ExitConfig(Record):
+    """Versioned as every run's config (stop.records.FORMAT_VERSION)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format_version: Literal[1] = FORMAT_VERSION
     family: str = "add"
     max_n: int = 4  # add: tasks add-2 .. add-max_n
     count: int = 20  # random: how many tasks

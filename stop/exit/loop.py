@@ -13,7 +13,8 @@ One iteration:
 FLOPs are analytic (model.py): search counts every forward of search and of the
 epsilon-greedy sampler, train counts 3x forward per training step; evaluation is not
 counted. A checkpoint is written after every iteration (and one before the first), so
-Ctrl-C loses at most the iteration in progress.
+Ctrl-C loses at most the iteration in progress. The run's folder (folder.py) logs an
+`iteration` event after each checkpoint, and `failed` or `finished` at the end.
 """
 
 from __future__ import annotations
@@ -30,12 +31,7 @@ import numpy as np
 import torch
 
 from stop.errors import BadInput
-from stop.exit.checkpoint import (
-    CHECKPOINT_NAME,
-    atomic_write_text,
-    load_checkpoint,
-    save_checkpoint,
-)
+from stop.exit.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from stop.exit.config import ExitConfig, incompatibilities
 from stop.exit.model import Decoder, default_device, preset
 from stop.exit.plot import HISTORY_NAME
@@ -45,6 +41,8 @@ from stop.exit.search import sample, score_programs
 from stop.exit.tokens import Units
 from stop.exit.train import make_batch, train_step, trajectory_items
 from stop.lmc.tasks import Task
+from stop.records import FORMAT_VERSION, Failed, Finished, IterationSaved, Resumed
+from stop.store import RunStore, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -218,56 +216,80 @@ def train_phase(state: ExitState) -> float:
 
 def run_exit(
     config: ExitConfig,
-    run_dir: Path,
+    store: RunStore,
     resume: bool = False,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
 ) -> ExitState:
-    """Expert iteration until `config.iterations` (or every task solved, when asked)."""
-    checkpoint = run_dir / CHECKPOINT_NAME
+    """Expert iteration in the run folder `store` (folder.create or, to resume,
+    folder.reopen) until `config.iterations` (or every task solved, when asked)."""
+    checkpoint = store.dir / CHECKPOINT_NAME
     if resume:
-        state = restore_state(checkpoint, config)
-    else:
-        if checkpoint.exists():
-            raise BadInput(f"{run_dir} already holds a run: pass --resume or another --out")
-        state = new_state(config)
-        _save(state, run_dir)
-    while state.iteration < config.iterations:
-        if config.stop_when_solved and state.history and state.history[-1]["all_solved"]:
-            break
-        started = time.perf_counter()
-        active = state.active_tasks()
-        best, mean_reward = search_step(state, active)
-        loss = train_phase(state)
-        rates = evaluate(state)
-        solved = [name for name, rate in rates.items() if rate == 1.0]
-        if config.family == "add" and config.curriculum:
-            active_names = {t.name for t in active}
-            if active_names <= set(solved):
-                state.curriculum_k = min(state.curriculum_k + 1, config.max_n)
-        state.iteration += 1
-        record = {
-            "iteration": state.iteration,
-            "flops_search": state.flops_search,
-            "flops_train": state.flops_train,
-            "flops_total": state.flops_search + state.flops_train,
-            "solve_rates": rates,
-            "solved_fraction": len(solved) / len(rates),
-            "all_solved": len(solved) == len(rates),
-            "search_solved": sorted(name for name, r in best.items() if r == 1.0),
-            "active": [t.name for t in active],
-            "mean_reward": mean_reward,
-            "loss": loss,
-            "seconds": time.perf_counter() - started,
-        }
-        state.history.append(record)
-        _save(state, run_dir)
-        log.info("iteration %d: %.0f%% solved", state.iteration, 100 * record["solved_fraction"])
-        if on_iteration is not None:
-            on_iteration(record)
+        state = restore_state(checkpoint, config)  # refused before anything is logged
+        store.emit(Resumed())
+    elif checkpoint.exists():
+        raise BadInput(f"{store.dir} already holds a run: pass --resume or another --out")
+    try:
+        if not resume:
+            state = new_state(config)
+            _save(state, store.dir)
+        while state.iteration < config.iterations:
+            if config.stop_when_solved and state.history and state.history[-1]["all_solved"]:
+                break
+            record = iterate(state)
+            _save(state, store.dir)
+            # After the checkpoint: an `iteration` event says that it can be resumed from.
+            store.emit(
+                IterationSaved(iteration=record["iteration"], solve_rates=record["solve_rates"])
+            )
+            log.info(
+                "iteration %d: %.0f%% solved", record["iteration"], 100 * record["solved_fraction"]
+            )
+            if on_iteration is not None:
+                on_iteration(record)
+    except BaseException as exc:  # Ctrl-C too: the run is marked interrupted
+        store.emit(Failed(error=f"{type(exc).__name__}: {exc}"))
+        raise
+    store.emit(Finished())
     return state
+
+
+def iterate(state: ExitState) -> dict[str, Any]:
+    """One iteration: search, train, evaluate, curriculum; its history record."""
+    config = state.config
+    started = time.perf_counter()
+    active = state.active_tasks()
+    best, mean_reward = search_step(state, active)
+    loss = train_phase(state)
+    rates = evaluate(state)
+    solved = [name for name, rate in rates.items() if rate == 1.0]
+    if config.family == "add" and config.curriculum:
+        active_names = {t.name for t in active}
+        if active_names <= set(solved):
+            state.curriculum_k = min(state.curriculum_k + 1, config.max_n)
+    state.iteration += 1
+    record = {
+        "iteration": state.iteration,
+        "flops_search": state.flops_search,
+        "flops_train": state.flops_train,
+        "flops_total": state.flops_search + state.flops_train,
+        "solve_rates": rates,
+        "solved_fraction": len(solved) / len(rates),
+        "all_solved": len(solved) == len(rates),
+        "search_solved": sorted(name for name, r in best.items() if r == 1.0),
+        "active": [t.name for t in active],
+        "mean_reward": mean_reward,
+        "loss": loss,
+        "seconds": time.perf_counter() - started,
+    }
+    state.history.append(record)
+    return record
 
 
 def _save(state: ExitState, run_dir: Path) -> None:
     save_checkpoint(run_dir / CHECKPOINT_NAME, state.config, state.to_checkpoint())
-    summary = {"config": state.config.model_dump(), "history": state.history}
-    atomic_write_text(run_dir / HISTORY_NAME, json.dumps(summary))
+    summary = {
+        "format_version": FORMAT_VERSION,
+        "config": state.config.model_dump(),
+        "history": state.history,
+    }
+    write_atomic(run_dir / HISTORY_NAME, json.dumps(summary))

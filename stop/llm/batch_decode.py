@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 # Llama.create_completion's sampling defaults (llama-cpp-python 0.3.36), which the
 # sequential path uses; tests/test_local_batch.py checks them against its signature.
 SAMPLING_DEFAULTS = {
-    "top_k": 40, "top_p": 0.95, "min_p": 0.05, "typical_p": 1.0,
-    "repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
-}  # fmt: skip
+    "top_k": 40,
+    "top_p": 0.95,
+    "min_p": 0.05,
+    "typical_p": 1.0,
+    "repeat_penalty": 1.0,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+}
 # Sequences decoded together at most; a larger group goes in several rounds.
 MAX_SEQUENCES = 16
 _UTF8_SLACK = 3  # tokens a sequence may run past its limit (see _utf8_wait)

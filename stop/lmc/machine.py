@@ -245,6 +245,7 @@ def _execute(program: Program, inputs: Sequence[int], t_max: int) -> Outcome:
         if op == "HLT":
             return Outcome("ok", acc, steps, None)
         operand = ins.operand
+        assert operand is not None  # parse gives every opcode but HLT an operand
         if op in MEMORY_OPS:
             if not 0 <= operand < MEMORY_CELLS:
                 return _runtime(bad_address_message(ins), steps)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from stop.errors import BadInput, StopError
 from stop.lmc.machine import MAX_INPUTS, OPERAND_OPS, parse, run
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 ADD_VALUES = (1, 99)  # inclusive range of Add-N input values
 ADD_PAIRS = 3  # training pairs, and as many test pairs
 RANDOM_N_MAX = 8  # appendix B, table 2
@@ -119,7 +119,7 @@ def random_task(
             break
     else:  # unreachable in practice: `LDA 0 ... HLT`-like programs always run
         raise StopError(f"no runnable random program in {MAX_ATTEMPTS} attempts")
-    outputs = [outcome.output for outcome in outcomes]
+    outputs = cast(list[int], [outcome.output for outcome in outcomes])  # all "ok": ints
     defaults = (n_max, x_max) == (RANDOM_N_MAX, RANDOM_X_MAX)
     return Task(
         name=f"random-{seed}-{index}" + ("" if defaults else f"-n{n_max}-x{x_max}"),

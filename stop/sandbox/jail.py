@@ -390,7 +390,7 @@ def unavailable() -> str | None:
             os._exit(0)
     os.close(w)
     with os.fdopen(r, "rb") as f:
-        why = f.read().decode("utf-8", "replace")
+        reason = f.read().decode("utf-8", "replace")
     os.waitpid(pid, 0)
     os.rmdir(stage)
-    return why or None
+    return reason or None

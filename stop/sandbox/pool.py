@@ -109,7 +109,7 @@ class Zygote:
         self, fds: tuple[int, int, int, int], setup: dict, env: dict[str, str]
     ) -> PooledChild:
         request_id = next(self._ids)
-        waiter = [threading.Event(), None]
+        waiter: list = [threading.Event(), None]
         with self._lock:
             self._spawned[request_id] = waiter
         message = json.dumps({"id": request_id, "setup": setup, "env": env}).encode()

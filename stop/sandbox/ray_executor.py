@@ -140,8 +140,9 @@ class RayExecutor:
 
         def connect() -> None:
             try:
-                self._ray.init(address=self.address, logging_level=logging.ERROR,
-                               log_to_driver=False)  # fmt: skip
+                self._ray.init(
+                    address=self.address, logging_level=logging.ERROR, log_to_driver=False
+                )
                 outcome["error"] = None
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 outcome["error"] = exc
@@ -247,8 +248,10 @@ class RayExecutor:
         if self._task is not None:
             log.info(
                 "ray: %d evaluations ran on the cluster at %s, %d lost (scored as crashes)",
-                self.evaluations, self.address, self.lost,
-            )  # fmt: skip
+                self.evaluations,
+                self.address,
+                self.lost,
+            )
         if self._owns_connection:
             self._owns_connection = False
             self._ray.shutdown()

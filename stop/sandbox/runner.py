@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 POOL = os.environ.get("STOP_SANDBOX_POOL", "1") != "0"
 
 Rpc = Callable[[dict[str, Any]], dict[str, Any]]
+SandboxStatus = Literal["ok", "timeout", "crash"]
 _MAX_FINDINGS = 50
 
 
@@ -52,7 +53,7 @@ class Limits(BaseModel):
 class SandboxResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["ok", "timeout", "crash"]
+    status: SandboxStatus
     value: Any = None  # the child's reply: JSON from untrusted code, validate before use
     error: str | None = None
     stdout: str = ""
@@ -257,7 +258,7 @@ def _run(
 
 def _converse(
     chan: _Channel, job: dict[str, Any], rpc: Rpc | None, slot: slots.Slot, findings: list[str]
-) -> tuple[str, Any, str | None, list[str]]:
+) -> tuple[SandboxStatus, Any, str | None, list[str]]:
     """Send the job, answer requests, note findings, and return (status, value, error,
     isolation). Raises JailError if the child says, first, that it could not build its
     jail."""

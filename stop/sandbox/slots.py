@@ -102,6 +102,7 @@ def make(pooled: bool, kind: Kind) -> Slot:
     env = child_env(workdir if weak else None)
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
+    proc: subprocess.Popen[bytes] | pool.PooledChild
     try:
         with open(private / "stdout", "wb") as out, open(private / "stderr", "wb") as err:
             if pooled:

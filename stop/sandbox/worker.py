@@ -113,10 +113,10 @@ def run(
         try:
             _become_worker(parent, (r, control_w, found_r), (w, control_r, found_w), timed)
             try:
-                reply = _call(code, entry, args)
+                result = _call(code, entry, args)
             except BaseException as exc:  # noqa: BLE001 - SystemExit too is the program's fault
-                reply = {"outcome": "crash", "error": trimmed_traceback(exc)}
-            data = json.dumps(reply).encode() + b"\n"
+                result = {"outcome": "crash", "error": trimmed_traceback(exc)}
+            data = json.dumps(result).encode() + b"\n"
             while data:
                 data = data[os.write(w, data) :]
             for stream in (sys.stdout, sys.stderr):
@@ -253,7 +253,7 @@ def _collect(
     os.write(control_w, b"g")
     # The limit is on CPU time, so a busy machine (or a sibling test) does not turn a
     # fast solution into a timeout; wall time gets a generous backstop.
-    wall_deadline = None if limit_s is None else _perf_counter() + 5 * limit_s + 1.0
+    wall_deadline = math.inf if limit_s is None else _perf_counter() + 5 * limit_s + 1.0
     buffer = bytearray()
     scanned = 0  # bytes known to hold no newline: a huge reply stays linear to read
     while (newline := buffer.find(b"\n", scanned)) < 0:

@@ -47,8 +47,9 @@ def main() -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd fires
     sock.send(json.dumps({"ready": os.getpid()}).encode())
+    watched: list[socket.socket | int] = [sock, wake_r]
     while True:
-        readable, _, _ = select.select([sock, wake_r], [], [])
+        readable, _, _ = select.select(watched, [], [])
         if wake_r in readable:
             os.read(wake_r, 4096)
             _report_exits(sock)

@@ -13,9 +13,20 @@ import ast
 from stop.records import Finding
 
 _RISKY_MODULES = {
-    "os", "subprocess", "socket", "ctypes", "sys", "importlib", "builtins", "gc", "inspect",
-    "multiprocessing", "signal", "shutil", "pty",
-}  # fmt: skip
+    "os",
+    "subprocess",
+    "socket",
+    "ctypes",
+    "sys",
+    "importlib",
+    "builtins",
+    "gc",
+    "inspect",
+    "multiprocessing",
+    "signal",
+    "shutil",
+    "pty",
+}
 _BUDGET_ATTRIBUTES = {"budget", "uses", "max_responses_per_call", "str"}
 _PROXY_NAMES = {"utility", "language_model"}
 _DYNAMIC = {"exec", "eval", "compile", "__import__"}

@@ -85,7 +85,8 @@ class LineageApp(App[None]):
             branches[node.gen] = parent.add(label, data=node.gen, expand=True,
                                             allow_expand=node.gen in has_children)  # fmt: skip
         if self.view.in_progress is not None:
-            tree.root.add_leaf(Text(f"gen {self.view.in_progress}  in progress", style="cyan"))
+            label = f"{render.short(self.view)} {self.view.in_progress}  in progress"
+            tree.root.add_leaf(Text(label, style="cyan"))
         tree.root.expand()
         first = self.selected or (self.view.nodes[0] if self.view.nodes else None)
         if first is not None and first.gen in branches:
@@ -133,7 +134,9 @@ class LineageApp(App[None]):
     def _summary(self, node: Node) -> RenderableType:
         lines: list[RenderableType] = [render.node_label(self.view, node)]
         if node.error:
-            whose = "improver" if self.view.kind == "self-improve" else "evaluation"
+            whose = {"self-improve": "improver", "exit": "iteration"}.get(
+                self.view.kind, "evaluation"
+            )
             lines.append(Text(f"{whose}: {node.status}: {inert(node.error)}", style="red"))
         lines.extend(Text(f"audit: {inert(a)}", style="yellow") for a in node.audit)
         lines.extend(Text(f"finding: {inert(f)}", style="yellow") for f in node.findings)
@@ -178,27 +181,41 @@ class LineageApp(App[None]):
 
 
 def candidates(view: RunView, node: Node) -> RenderableType:
-    """What a generation was chosen from, and (self-improve) its meta-utility tests."""
+    """What a generation was chosen from, and (self-improve) its meta-utility tests; an
+    iteration's solve rate per task, with the change since the iteration before."""
     parts: list[RenderableType] = []
     if node.candidates:
         table = Table(title="Proposals of its round", title_justify="left", expand=True)
         for column in ("origin", "sha256", "status", "val", "flags"):
             table.add_column(column)
         for c in node.candidates:
-            flags = ["sandbox-off attempt"] if c.get("circumvented") else []
-            flags = "; ".join(flags + list(c.get("findings") or []))
-            table.add_row(c.get("origin", ""), c.get("sha256") or "-", c.get("status", ""),
-                          render.fmt(c.get("val")), flags)  # fmt: skip
+            flags = "; ".join((["sandbox-off attempt"] if c.circumvented else []) + c.findings)
+            # The proposals' origins and findings come from untrusted code's run.
+            table.add_row(
+                Text(inert(c.origin)),
+                c.sha256 or "-",
+                c.status,
+                render.fmt(c.val),
+                Text(inert(flags)),
+            )
         parts.append(table)
     if node.tests:
         table = Table(title="Meta-utility tests", title_justify="left", expand=True)
         for column in ("task", "#", "improver", "val", "test", "error"):
             table.add_column(column)
         for t in node.tests:
-            error = Text(inert((t.get("error") or "")[:60]))
-            table.add_row(t["task"], str(t["index"]), t["improver_status"], render.fmt(t["val"]),
-                          render.fmt(t["test"]), error)  # fmt: skip
+            error = Text(inert((t.error or "")[:60]))
+            table.add_row(
+                t.task,
+                str(t.index),
+                t.improver_status,
+                render.fmt(t.val),
+                render.fmt(t.test),
+                error,
+            )
         parts.append(table)
+    if view.kind == "exit":
+        parts.append(solve_rates(view, node))
     if view.kind == "improve":
         siblings = [n for n in view.nodes if n.parent == node.gen or n.gen == node.gen]
         table = Table(title="Candidates of the run", title_justify="left", expand=True)
@@ -211,6 +228,18 @@ def candidates(view: RunView, node: Node) -> RenderableType:
         if "archive" in view.records:
             parts.append(render.archive_table(view.records["archive"]))
     return Group(*parts) if parts else Text("no candidates recorded", style="dim")
+
+
+def solve_rates(view: RunView, node: Node) -> Table:
+    parent = view.parent_of(node)
+    before = parent.solve_rates if parent else {}
+    table = Table(title="Solve rates (greedy decoding)", title_justify="left", expand=True)
+    for column in ("task", "solve rate", "Δ", ""):
+        table.add_column(column)
+    for task, rate in node.solve_rates.items():
+        delta = f"{rate - before[task]:+.3f}" if task in before else ""
+        table.add_row(task, render.fmt(rate), delta, "solved" if rate == 1.0 else "")
+    return table
 
 
 def exchanges(entries: list[dict[str, Any]]) -> RenderableType:

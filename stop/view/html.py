@@ -67,7 +67,7 @@ function drawLineage() {
     const score = el('text', {x: x, y: y + 22, 'text-anchor': 'middle'}, a);
     score.textContent = n.val === null ? '-' : n.val.toFixed(2);
     const title = el('title', {}, a);
-    title.textContent = `generation ${n.gen}: ${n.strategy}`;
+    title.textContent = `${run.noun} ${n.gen}: ${n.strategy}`;
   }
 }
 function drawChart() {
@@ -139,7 +139,8 @@ def export_html(view: RunView) -> str:
         for n in view.nodes
     ]
     # `<` escaped so that no string in the data can close the script element.
-    data = json.dumps({"id": view.id, "nodes": nodes}).replace("<", "\\u003c")
+    noun = "iteration" if view.kind == "exit" else "generation"
+    data = json.dumps({"id": view.id, "noun": noun, "nodes": nodes}).replace("<", "\\u003c")
     e = html.escape
     rows, sections = [], []
     for n in view.nodes:
@@ -147,6 +148,8 @@ def export_html(view: RunView) -> str:
         verdict = "kept" if n.kept else "reverted"
         if view.kind == "improve":
             verdict = "chosen" if n.kept else n.status
+        elif view.kind == "exit":  # every iteration is kept: what it solved says more
+            verdict = view.strategy(n)
         rows.append(
             f"<tr><td><a href='#gen-{n.gen}'>{n.gen}</a></td>"
             f"<td>{'' if n.parent is None else n.parent}</td>"
@@ -164,16 +167,18 @@ def export_html(view: RunView) -> str:
         notes = "".join(f"<li>{e(a)}</li>" for a in [*n.audit, *n.findings])
         kind = "python" if (n.path or "").endswith(".py") else "text"
         diff = view.diff(n)
+        # An iteration has no program: its source is its solve rates (RunView.source).
+        what = "solve rates" if view.kind == "exit" else f"source ({e(n.path or 'none')})"
         sections.append(
-            f"<h2 id='gen-{n.gen}'>Generation {n.gen}</h2>{warn}"
+            f"<h2 id='gen-{n.gen}'>{e(noun.capitalize())} {n.gen}</h2>{warn}"
             + (f"<ul>{notes}</ul>" if notes else "")
             + (
-                f"<details open><summary>diff against generation {n.parent}</summary>"
+                f"<details open><summary>diff against {e(noun)} {n.parent}</summary>"
                 f"{_code(diff, 'diff')}</details>"
                 if diff
                 else ""
             )  # fmt: skip
-            + f"<details><summary>source ({e(n.path or 'none')})</summary>"
+            + f"<details><summary>{what}</summary>"
             f"{_code(view.source(n), kind)}</details>"
         )
     best = view.best
@@ -186,17 +191,17 @@ def export_html(view: RunView) -> str:
 <body>
 <h1>Run {e(view.id)}</h1>
 <p class="meta">{e(view.kind)} · model {e(view.model)} · {e(view.status)} ·
-started {view.started:%Y-%m-%d %H:%M} · {len(view.nodes)} generations ·
-best: {"-" if best is None else f"generation {best.gen} ({best.val or 0:.3f})"}</p>
+started {view.started:%Y-%m-%d %H:%M} · {len(view.nodes)} {noun}s ·
+best: {"-" if best is None else f"{noun} {best.gen} ({best.val or 0:.3f})"}</p>
 <h2>Lineage</h2>
 <p class="meta">Green: kept; grey: reverted; red: tried to switch the sandbox off.
 Numbers above: generation; below: validation score.</p>
 <div style="overflow-x: auto"><svg id="lineage" role="img" aria-label="lineage graph"></svg></div>
-<h2>Score per generation</h2>
+<h2>Score per {noun}</h2>
 <svg id="chart" role="img" aria-label="score per generation"></svg>
-<h2>Generations</h2>
-<table><tr><th>gen</th><th>parent</th><th>val</th><th>test</th><th>Δ</th><th>verdict</th>
-<th>tokens</th><th>strategy</th></tr>
+<h2>{noun.capitalize()}s</h2>
+<table><tr><th>{"iter" if view.kind == "exit" else "gen"}</th><th>parent</th><th>val</th>
+<th>test</th><th>Δ</th><th>verdict</th><th>tokens</th><th>strategy</th></tr>
 {"".join(rows)}</table>
 {extra}
 {"".join(sections)}

@@ -16,6 +16,9 @@ from stop.view.runs import Node, RunView
 
 _STATUS_STYLE = {"finished": "green", "running": "cyan", "failed": "red", "interrupted": "yellow"}
 _BARS = "▁▂▃▄▅▆▇█"
+_SHORT = {"self-improve": "gen", "exit": "iter"}  # a node's name in labels; else "cand"
+# What a node's value is, per kind of run (an improve run's candidates: their score).
+_VALUE = {"self-improve": "meta-utility (val)", "exit": "mean solve rate"}
 
 
 def fmt(value: float | None) -> str:
@@ -29,7 +32,11 @@ def runs_table(views: list[RunView]) -> Table:
         table.add_column(column, justify="right" if column in ("rounds", "best") else "left")
     for v in views:
         best = v.best
-        rounds = f"{max(len(v.nodes) - 1, 0)}/{v.rounds}" if v.kind == "self-improve" else "-"
+        rounds = "-"
+        if v.kind == "self-improve":
+            rounds = f"{max(len(v.nodes) - 1, 0)}/{v.rounds}"
+        elif v.kind == "exit":  # iterations done, of those planned
+            rounds = f"{v.nodes[-1].gen if v.nodes else 0}/{v.rounds}"
         style = _STATUS_STYLE.get(v.status, "")
         table.add_row(
             v.id,
@@ -58,19 +65,21 @@ def sparkline(values: list[float | None]) -> str:
 def node_label(view: RunView, node: Node) -> Text:
     """gen, scores, change against the parent, kept or reverted, tokens, strategy."""
     label = Text()
-    label.append(f"{'gen' if view.kind == 'self-improve' else 'cand'} {node.gen}", style="bold")
+    label.append(f"{short(view)} {node.gen}", style="bold")
     if view.kind == "self-improve":
         label.append(f"  val {fmt(node.val)}  test {fmt(node.test)}")
+    elif view.kind == "exit":
+        label.append(f"  solve rate {fmt(node.val)}")
     else:
         label.append(f"  score {fmt(node.val)}  {node.status.replace('_', ' ')}")
     delta = view.delta(node)
     if delta is not None:
         label.append(f"  Δ {delta:+.3f}", style="green" if delta > 0 else "red" if delta else "")
-    if node.parent is not None or view.kind == "improve":
-        if view.kind == "self-improve":
-            label.append("  kept" if node.kept else "  reverted", "green" if node.kept else "dim")
-        elif node.kept:
-            label.append("  chosen", "green")
+    # Every iteration of an expert-iteration run is kept: saying so would say nothing.
+    if view.kind == "self-improve" and node.parent is not None:
+        label.append("  kept" if node.kept else "  reverted", "green" if node.kept else "dim")
+    elif view.kind == "improve" and node.kept:
+        label.append("  chosen", "green")
     # Before the long parts, so that a narrow pane still shows it.
     if node.circumvented:
         label.append("  ⚠ tried to switch the sandbox off", style="bold red")
@@ -83,15 +92,20 @@ def node_label(view: RunView, node: Node) -> Text:
     return label
 
 
+def short(view: RunView) -> str:
+    return _SHORT.get(view.kind, "cand")
+
+
 def placement(view: RunView) -> list[tuple[Node, int | None]]:
     """Each node with the node it hangs under in the tree (None: the top), parents first.
 
     In a self-improve run the kept line (each kept generation's parent is the one kept
     before it) stays at the top level, so fifty generations do not indent fifty times,
     and a reverted proposal hangs under the generation it was proposed from. In an
-    improve run every candidate hangs under the original.
+    improve run every candidate hangs under the original. An expert-iteration run is one
+    line of kept iterations.
     """
-    flat = view.kind == "self-improve"
+    flat = view.kind in ("self-improve", "exit")
     under = {n.gen: None if (flat and n.kept) else n.parent for n in view.nodes}
     children: dict[int | None, list[Node]] = {}
     for node in view.nodes:
@@ -119,7 +133,7 @@ def lineage_tree(view: RunView) -> Tree:
     for node, parent in placement(view):
         branches[node.gen] = branches.get(parent, tree).add(node_label(view, node))
     if view.in_progress is not None:
-        tree.add(Text(f"gen {view.in_progress}  in progress", style="cyan"))
+        tree.add(Text(f"{short(view)} {view.in_progress}  in progress", style="cyan"))
     return tree
 
 
@@ -129,10 +143,11 @@ def lineage(view: RunView) -> RenderableType:
     vals = [n.val for n in view.nodes]
     if len([v for v in vals if v is not None]) > 1:
         known = [v for v in vals if v is not None]
-        name = "meta-utility (val)" if view.kind == "self-improve" else "score"
+        name = _VALUE.get(view.kind, "score")
         parts.append(
             Text.assemble(
-                f"{name} per generation  {fmt(min(known))} ",
+                f"{name} per {view.noun if view.kind == 'exit' else 'generation'}  "
+                f"{fmt(min(known))} ",
                 (sparkline(vals), "cyan"),
                 f" {fmt(max(known))}",
             )
@@ -168,6 +183,7 @@ def archive_table(archive: Any) -> RenderableType:
 
 
 def lexer(view: RunView, node: Node) -> str:
+    """Pygments' name for the language of what `view.source(node)` returns."""
     return "python" if (node.path or "").endswith(".py") else "text"
 
 
@@ -175,15 +191,16 @@ def source(view: RunView, node: Node, diff: bool = False, plain: bool = False) -
     """A generation's program with line numbers, or its diff against its parent, as
     highlighted text: highlighted once, so a terminal UI that re-renders the pane on
     every resize does not lex the code again (a rich Syntax would)."""
+    what = "iteration" if view.kind == "exit" else "generation"
     if diff:
         if node.parent is None:
-            return Text(f"generation {node.gen} has no parent: nothing to diff", style="dim")
+            return Text(f"{what} {node.gen} has no parent: nothing to diff", style="dim")
         text = inert(view.diff(node))
         if not text:
-            return Text(f"generation {node.gen} is the same as its parent", style="dim")
+            return Text(f"{what} {node.gen} is the same as its parent", style="dim")
         return Text(text) if plain else highlight(text, "diff")
-    if node.path is None:
-        return Text(f"generation {node.gen} has no program (the model gave no code)", style="dim")
+    if node.path is None and view.kind != "exit":  # an iteration's source: its solve rates
+        return Text(f"{what} {node.gen} has no program (the model gave no code)", style="dim")
     program = inert(view.source(node))
     code = Text(program) if plain else highlight(program, lexer(view, node))
     lines = code.split("\n", allow_blank=True)
@@ -213,6 +230,7 @@ def chart(view: RunView, width: int, height: int) -> str:
         tests = [(n.gen, n.test) for n in view.nodes if n.test is not None]
         if tests:
             plt.plot([g for g, _ in tests], [t for _, t in tests], label="test", marker="dot")
-    plt.title("meta-utility per generation" if view.kind == "self-improve" else "score")
-    plt.xlabel("generation")
+    titles = {"self-improve": "meta-utility per generation", "exit": "mean solve rate"}
+    plt.title(titles.get(view.kind, "score"))
+    plt.xlabel("iteration" if view.kind == "exit" else "generation")
     return plt.build()

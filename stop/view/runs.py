@@ -1,9 +1,10 @@
 """Read run directories back, finished or still running, as one shape for every view.
 
 A self-improve run is a lineage of improver generations; an improve run is a flat one,
-the original program and the candidates its improver proposed. Both become a `RunView`
-with one `Node` per generation (or candidate), so the table, the tree, the source view,
-the terminal UI and the HTML export are written once.
+the original program and the candidates its improver proposed; an expert-iteration run
+is a line of iterations, each a checkpoint of a model rather than a program. All become
+a `RunView` with one `Node` per generation (or candidate, or iteration), so the table,
+the tree, the source view, the terminal UI and the HTML export are written once.
 """
 
 from __future__ import annotations
@@ -19,20 +20,35 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from stop.errors import BadInput
-from stop.store import FORMAT_VERSION, CandidateRecord, ImproverRecord
+from stop.records import (
+    FORMAT_VERSION,
+    CandidateRecord,
+    Failed,
+    Finished,
+    GenerationRecord,
+    ImproverRecord,
+    IterationSaved,
+    Proposal,
+    Resumed,
+    Started,
+    TestResult,
+)
+from stop.store import read_events
 
 log = logging.getLogger(__name__)
 
 
 class Node(BaseModel):
-    """One generation of a self-improve run, or one candidate of an improve run."""
+    """One generation of a self-improve run, one candidate of an improve run, or one
+    iteration of an expert-iteration run."""
 
     model_config = ConfigDict(extra="forbid")
 
     gen: int
     parent: int | None
     path: str | None  # the program, relative to the run directory
-    val: float | None  # validation score (an improve run's candidates have one score)
+    val: float | None  # validation score (an improve run's candidates have one score;
+    # an expert-iteration run's iterations, the mean solve rate over the tasks)
     test: float | None = None
     kept: bool  # self-improve: became the current improver; improve: the run's choice
     status: str  # how the improver that produced it ended, or the candidate's evaluation
@@ -43,8 +59,9 @@ class Node(BaseModel):
     circumvented: bool = False
     audit: list[str] = []
     findings: list[str] = []
-    candidates: list[dict[str, Any]] = []  # what it was chosen from, with scores
-    tests: list[dict[str, Any]] = []  # meta-utility tests: task, val, test, status
+    candidates: list[Proposal] = []  # what it was chosen from, with scores
+    tests: list[TestResult] = []  # meta-utility tests
+    solve_rates: dict[str, float] = {}  # expert iteration: task -> fraction solved, greedy
 
 
 class RunView(BaseModel):
@@ -52,10 +69,10 @@ class RunView(BaseModel):
 
     id: str
     dir: Path
-    kind: str  # "self-improve" or "improve"
+    kind: str  # "self-improve", "improve" or "exit"
     started: datetime
     model: str
-    rounds: int | None  # planned (self-improve)
+    rounds: int | None  # planned (self-improve: rounds; exit: iterations)
     status: str  # "running", "finished", "failed", "interrupted"
     error: str | None = None
     nodes: list[Node]
@@ -77,13 +94,17 @@ class RunView(BaseModel):
         for node in self.nodes:
             if node.gen == gen:
                 return node
-        have = f"0..{self.nodes[-1].gen}" if self.nodes else "none yet"
-        raise BadInput(f"run {self.id} has no generation {gen} (it has {have})")
+        have = f"{self.nodes[0].gen}..{self.nodes[-1].gen}" if self.nodes else "none yet"
+        what = "iteration" if self.kind == "exit" else "generation"
+        raise BadInput(f"run {self.id} has no {what} {gen} (it has {have})")
 
     def parent_of(self, node: Node) -> Node | None:
         return None if node.parent is None else self.node(node.parent)
 
     def source(self, node: Node) -> str:
+        """A node's program; an iteration's solve rates, which is what it made."""
+        if self.kind == "exit":
+            return _solve_rates_text(node)
         if node.path is None:
             return ""
         if node.path not in self._sources:  # labels, diffs and summaries all read them
@@ -109,7 +130,7 @@ class RunView(BaseModel):
 
     @property
     def noun(self) -> str:
-        return "generation" if self.kind == "self-improve" else "candidate"
+        return {"self-improve": "generation", "exit": "iteration"}.get(self.kind, "candidate")
 
     def delta(self, node: Node) -> float | None:
         parent = self.parent_of(node)
@@ -135,12 +156,43 @@ class RunView(BaseModel):
         return found
 
     def strategy(self, node: Node) -> str:
+        if self.kind == "exit":
+            return _progress(node, self.parent_of(node))
         if node.path is None:
             return "no program"
         parent = self.parent_of(node)
         if self.kind == "improve":  # candidates are target programs, not improvers
             return "the original" if parent is None else _line_changes(self, parent, node)
         return summarize(self.source(node), self.source(parent) if parent else None)
+
+
+def _solve_rates_text(node: Node) -> str:
+    """An iteration's greedy solve rates, a task a line (so that a diff is per task)."""
+    solved = sum(rate == 1.0 for rate in node.solve_rates.values())
+    head = (
+        f"iteration {node.gen}: {solved} of {len(node.solve_rates)} tasks solved by greedy "
+        f"decoding, mean solve rate {node.val or 0.0:.3f}"
+    )
+    width = max((len(name) for name in node.solve_rates), default=0)
+    lines = [
+        f"{name:<{width}}  {rate:.3f}{'  solved' if rate == 1.0 else ''}"
+        for name, rate in node.solve_rates.items()
+    ]
+    return "\n".join([head, *lines]) + "\n"
+
+
+def _progress(node: Node, parent: Node | None) -> str:
+    """Tasks solved, and those solved for the first time since the previous iteration."""
+    solved = [name for name, rate in node.solve_rates.items() if rate == 1.0]
+    text = f"{len(solved)}/{len(node.solve_rates)} solved"
+    before = set() if parent is None else {n for n, r in parent.solve_rates.items() if r == 1.0}
+    new = [name for name in solved if name not in before]
+    lost = sorted(before - set(solved))
+    if new and parent is not None:
+        text += f", new: {', '.join(new)}"
+    if lost:
+        text += f", lost: {', '.join(lost)}"
+    return text
 
 
 def _line_changes(view: RunView, parent: Node, node: Node) -> str:
@@ -239,46 +291,31 @@ def _load_json(path: Path, run_id: str) -> dict[str, Any]:
     return data
 
 
-def _events(run_dir: Path) -> list[dict[str, Any]]:
-    events = []
-    try:
-        with open(run_dir / "events.jsonl") as f:
-            for line in f:
-                try:
-                    events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line being written right now
-    except OSError:
-        pass
-    return events
-
-
 def read_run(run_dir: Path) -> RunView:
     run_id = run_dir.name
     if not (run_dir / "config.json").is_file():
         raise BadInput(f"{run_dir} is not a stop run (it has no config.json)")
     config = _load_json(run_dir / "config.json", run_id)
-    events = _events(run_dir)
-    started = next((e for e in events if e.get("event") == "started"), {})
-    kind = started.get("kind") or ("self-improve" if "rounds" in config else "improve")
-    model = config.get("model") or {}
+    events = read_events(run_dir)
+    started = next((e for e in events if isinstance(e, Started)), None)
+    kind = started.kind if started else ("self-improve" if "rounds" in config else "improve")
     status, error = "running", None
     for event in events:
-        if event.get("event") == "finished":
+        if isinstance(event, Finished):
             status, error = "finished", None
-        elif event.get("event") == "failed":
-            error = event.get("error", "")
+        elif isinstance(event, Failed):
+            error = event.error
             status = "interrupted" if error.startswith("KeyboardInterrupt") else "failed"
-        elif event.get("event") == "resumed":
+        elif isinstance(event, Resumed):
             status, error = "running", None
     common = {
         "id": run_id,
         "dir": run_dir,
         "kind": kind,
         "started": datetime.fromtimestamp(
-            started.get("time") or (run_dir / "config.json").stat().st_mtime
+            started.time if started else (run_dir / "config.json").stat().st_mtime
         ),
-        "model": model.get("model") or model.get("backend") or "?",
+        "model": _model_name(kind, config),
         "status": status,
         "error": error,
     }
@@ -289,6 +326,8 @@ def read_run(run_dir: Path) -> RunView:
             in_progress = len(nodes) if status == "running" else None
             return RunView(**common, rounds=config.get("rounds"), nodes=nodes,
                            in_progress=in_progress)  # fmt: skip
+        if kind == "exit":
+            return _exit_run(events, config, common)
         return _improve_run(run_dir, run_id, config, common)
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -296,6 +335,14 @@ def read_run(run_dir: Path) -> RunView:
         raise BadInput(
             f"run {run_id} has a record this stop cannot read: {where}: {first['msg']}"
         ) from exc
+
+
+def _model_name(kind: str, config: dict[str, Any]) -> str:
+    if kind == "exit":  # a decoder trained from scratch: its size preset names it
+        return f"decoder ({config.get('preset', '?')})"
+    model = config.get("model") or {}
+    options = model.get("options") or {}
+    return model.get("model") or options.get("model") or model.get("backend") or "?"
 
 
 def _records(run_dir: Path, run_id: str) -> tuple[dict[str, Any], list[str]]:
@@ -316,8 +363,6 @@ def _records(run_dir: Path, run_id: str) -> tuple[dict[str, Any], list[str]]:
 
 
 def _generations(run_dir: Path, run_id: str) -> list[Node]:
-    from stop.self_improve import GenerationRecord
-
     nodes = []
     for path in sorted((run_dir / "generations").glob("gen_*.json")):
         g = GenerationRecord.model_validate(_load_json(path, run_id))
@@ -338,13 +383,39 @@ def _generations(run_dir: Path, run_id: str) -> list[Node]:
                 audit=[f"{f.kind}: {f.text} (line {f.line})" for f in g.audit],
                 findings=g.findings,
                 candidates=g.candidates,
-                tests=[t.model_dump() for t in g.meta.tests],
+                tests=g.meta.tests,
             )
         )
     for i, node in enumerate(nodes):
         if node.gen != i:
             raise BadInput(f"run {run_id} is missing generation {i}")
     return nodes
+
+
+def _exit_run(events: list[Any], config: dict[str, Any], common: dict[str, Any]) -> RunView:
+    """One node per iteration logged (each one a checkpoint), in a line: each iteration
+    trains on from the one before, and none is ever reverted."""
+    # By number, the last event of a number winning. A crash between an iteration's
+    # checkpoint and its event leaves a gap: the next iteration hangs under the one before.
+    iterations = {e.iteration: e for e in events if isinstance(e, IterationSaved)}
+    nodes: list[Node] = []
+    for number in sorted(iterations):
+        rates = iterations[number].solve_rates
+        nodes.append(
+            Node(
+                gen=number,
+                parent=nodes[-1].gen if nodes else None,
+                path=None,
+                val=sum(rates.values()) / len(rates) if rates else None,
+                kept=True,
+                status="ok",
+                solve_rates=rates,
+            )
+        )
+    planned = config.get("iterations")
+    done = nodes[-1].gen if nodes else 0
+    running = common["status"] == "running" and (planned is None or done < planned)
+    return RunView(**common, rounds=planned, nodes=nodes, in_progress=done + 1 if running else None)
 
 
 def _improve_run(
