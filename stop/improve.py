@@ -104,9 +104,7 @@ def improve(run: Run, config: ImproveConfig) -> ImproveResult:
     # Everything that can be wrong with the input is found before the run directory exists.
     target = _read_target(config.target)
     improver_source = load_improver(config.improver, config.runs_dir)
-    utility = run.utility(
-        config.utility, target, config.utility_options, config.budget.evaluations
-    )
+    utility = run.utility(config.utility, target, config.utility_options, config.budget.evaluations)
     if utility.language == "python":
         _check_python(target)
     config = config.model_copy(update={"sandbox": sandbox_kind()})
@@ -162,14 +160,16 @@ def _run(
         and outcome.program
         and outcome.program.strip() != target.source.strip()
     )
-    baseline, chosen = rescore(utility, target.source, outcome.program if changed else None)
+    candidate = outcome.program if changed else None
+    baseline, chosen = rescore(utility, target.source, candidate)
     best_program, best = target.source, baseline
     if (
-        chosen is not None
+        candidate is not None
+        and chosen is not None
         and chosen.status == "ok"
         and utility.improves(chosen.score, baseline.score)
     ):
-        best_program, best = outcome.program, chosen
+        best_program, best = candidate, chosen
     improved = best_program is not target.source
     best_path = store.write_text(f"best{store.suffix}", best_program)
     diff = "".join(

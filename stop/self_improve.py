@@ -94,8 +94,9 @@ def self_improve(
             started = time.monotonic()
             score = meta.score(seed_source)
             generations.append(
-                _save(store, 0, None, seed_source, score, True, "ok", None, [], score.usage,
-                      started)
+                _save(
+                    store, 0, None, seed_source, score, True, "ok", None, [], score.usage, started
+                )
             )
         for round_ in range(len(generations), config.rounds + 1):
             store.gen = round_
@@ -161,8 +162,19 @@ def _round(
     # The host's own scoring decides; what the improver believed counts for nothing.
     score = meta.score(proposal)
     kept = proposal.strip() != parent_source.strip() and score.val > parent.meta_utility_val
-    return _save(store, round_, parent.gen, proposal, score, kept, outcome.status,
-                 outcome.error, candidates, model.usage + score.usage, started)
+    return _save(
+        store,
+        round_,
+        parent.gen,
+        proposal,
+        score,
+        kept,
+        outcome.status,
+        outcome.error,
+        candidates,
+        model.usage + score.usage,
+        started,
+    )
 
 
 def _save(

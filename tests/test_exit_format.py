@@ -21,9 +21,14 @@ from stop.exit.train import make_batch, masked_loss
 from stop.lmc.tasks import Task
 
 TASK = Task(
-    name="add-2", family="add", seed=0, input_length=2, value_range=(0, 9),
-    train=(((0, 1), 1), ((4, 6), 10)), test=(((2, 3), 5),),
-)  # fmt: skip
+    name="add-2",
+    family="add",
+    seed=0,
+    input_length=2,
+    value_range=(0, 9),
+    train=(((0, 1), 1), ((4, 6), 10)),
+    test=(((2, 3), 5),),
+)
 
 
 def test_sequence_format_is_the_papers():
@@ -53,9 +58,17 @@ def test_loss_masks_select_actions_or_outcomes_never_the_prompt():
 
 @pytest.mark.parametrize(
     ("kind", "fraction", "char"),
-    [("ok", 0.0, "0"), ("ok", 1 / 3, "3"), ("ok", 2 / 3, "6"), ("ok", 0.5, "5"), ("ok", 1.0, "9"),
-     ("truncation", None, "T"), ("syntax", None, "S"), ("runtime", None, "R")],
-)  # fmt: skip
+    [
+        ("ok", 0.0, "0"),
+        ("ok", 1 / 3, "3"),
+        ("ok", 2 / 3, "6"),
+        ("ok", 0.5, "5"),
+        ("ok", 1.0, "9"),
+        ("truncation", None, "T"),
+        ("syntax", None, "S"),
+        ("runtime", None, "R"),
+    ],
+)
 def test_outcome_characters_round_half_up(kind, fraction, char):
     assert outcome_char(kind, fraction) == char
 

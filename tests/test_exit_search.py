@@ -112,10 +112,16 @@ def test_explore_mixes_the_uniform_distribution_into_sampling(tiny):
 def test_score_programs_rewards():
     task = add_task(2)
     scored = score_programs(
-        [("ADD", "0", "HLT"), ("HLT",), ("ADD", "0", "ADD"), ("BRA", "1", "HLT"),
-         ("ADD", "12", "HLT")],
-        [task] * 5, max_len=3,
-    )  # fmt: skip
+        [
+            ("ADD", "0", "HLT"),
+            ("HLT",),
+            ("ADD", "0", "ADD"),
+            ("BRA", "1", "HLT"),
+            ("ADD", "12", "HLT"),
+        ],
+        [task] * 5,
+        max_len=3,
+    )
     assert [s.reward for s in scored] == [1.0, 0.0, -2.0, -1.0, -1.0]
     assert [s.outcome for s in scored] == ["9", "0", "T", "R", "R"]
 

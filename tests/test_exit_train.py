@@ -22,8 +22,17 @@ from stop.store import read_events, read_record
 from stop.view.runs import read_run
 from tests.helpers import run_stop
 
-TINY = dict(preset="tiny", max_n=2, rollouts=4, value_rollouts=2, train_steps=1, batch_size=4,
-            value_batch_size=2, iterations=1, stop_when_solved=False)  # fmt: skip
+TINY = dict(
+    preset="tiny",
+    max_n=2,
+    rollouts=4,
+    value_rollouts=2,
+    train_steps=1,
+    batch_size=4,
+    value_batch_size=2,
+    iterations=1,
+    stop_when_solved=False,
+)
 
 
 def _train(run_dir: Path, resume: bool = False, **fields):
@@ -140,8 +149,23 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
 
 
 def test_cli_train_eval_plot_json(tmp_path):
-    args = ["--preset", "tiny", "--max-n", "2", "--rollouts", "4", "--iterations", "1",
-            "--train-steps", "1", "--batch-size", "4", "--out", "run", "--keep-going"]  # fmt: skip
+    args = [
+        "--preset",
+        "tiny",
+        "--max-n",
+        "2",
+        "--rollouts",
+        "4",
+        "--iterations",
+        "1",
+        "--train-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--out",
+        "run",
+        "--keep-going",
+    ]
     proc = run_stop("exit", "train", *args, "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -152,8 +176,9 @@ def test_cli_train_eval_plot_json(tmp_path):
     proc = run_stop("exit", "eval", "run", "--max-n", "3", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert set(json.loads(proc.stdout)["solve_rates"]) == {"add-2", "add-3"}
-    proc = run_stop("exit", "train", *args[:-3], "--out", "run", "--preset", "cpu", "--resume",
-                    cwd=tmp_path)  # fmt: skip
+    proc = run_stop(
+        "exit", "train", *args[:-3], "--out", "run", "--preset", "cpu", "--resume", cwd=tmp_path
+    )
     assert "another configuration" in _one_line_error(proc)
     proc = run_stop("exit", "plot", "run", "--png", "curve.png", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

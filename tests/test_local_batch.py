@@ -127,7 +127,7 @@ def test_the_sequential_path_still_works_after_a_batch(backend):
 
 
 def test_a_group_larger_than_the_window_allows_goes_in_rounds():
-    from stop.llm.local import LocalBackend
+    from stop.llm.local import LocalBackend, LocalOptions
 
     small = LocalBackend(LocalOptions(context_tokens=256))
     prompts = [_prompt(SQUARES, sample, max_tokens=64) for sample in range(5)]

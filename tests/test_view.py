@@ -70,8 +70,9 @@ def test_runs_lists_every_run_with_its_state(runs, tmp_path):
 
 def test_lineage_tree_marks_kept_reverted_and_the_circumventing_generation(runs, tmp_path):
     run_id = _only(runs)
-    result = run_stop("lineage", run_id, "--runs-dir", str(runs), cwd=tmp_path,
-                      env={"COLUMNS": "200"})  # fmt: skip
+    result = run_stop(
+        "lineage", run_id, "--runs-dir", str(runs), cwd=tmp_path, env={"COLUMNS": "200"}
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     line = {int(m.group(1)): text for text in lines if (m := re.search(r"gen (\d+) ", text))}
@@ -86,8 +87,9 @@ def test_lineage_tree_marks_kept_reverted_and_the_circumventing_generation(runs,
     # indent: the tree stays readable at fifty generations.
     assert line[2].index("gen 2") > line[1].index("gen 1") == line[3].index("gen 3")
 
-    data = json.loads(run_stop("lineage", run_id, "--json", "--runs-dir", str(runs),
-                               cwd=tmp_path).stdout)  # fmt: skip
+    data = json.loads(
+        run_stop("lineage", run_id, "--json", "--runs-dir", str(runs), cwd=tmp_path).stdout
+    )
     gens = {g["gen"]: g for g in data["generations"]}
     assert gens[CIRCUMVENTING]["circumvented"] and not gens[4]["circumvented"]
     assert gens[2]["delta"] == pytest.approx(-0.05) and not gens[2]["kept"]
@@ -106,15 +108,23 @@ def test_show_prints_source_and_diff_against_the_parent(runs, tmp_path):
 
 def test_bad_input_is_one_line_and_exit_code_2(runs, tmp_path):
     run_id = _only(runs)
-    _bad(run_stop("lineage", run_id[:-1] + "x", "--runs-dir", str(runs), cwd=tmp_path),
-         "no run", f"did you mean {run_id}")  # fmt: skip
-    _bad(run_stop("show", run_id, "50", "--runs-dir", str(runs), cwd=tmp_path),
-         "has no generation 50", "0..49")  # fmt: skip
+    _bad(
+        run_stop("lineage", run_id[:-1] + "x", "--runs-dir", str(runs), cwd=tmp_path),
+        "no run",
+        f"did you mean {run_id}",
+    )
+    _bad(
+        run_stop("show", run_id, "50", "--runs-dir", str(runs), cwd=tmp_path),
+        "has no generation 50",
+        "0..49",
+    )
     _bad(run_stop("show", run_id, "two", "--runs-dir", str(runs), cwd=tmp_path), "number")
     _bad(run_stop("view", "nope", "--runs-dir", str(runs), cwd=tmp_path), "no run")
     out = tmp_path / "missing" / "out.html"
-    _bad(run_stop("export", run_id, "--html", str(out), "--runs-dir", str(runs), cwd=tmp_path),
-         "does not exist")  # fmt: skip
+    _bad(
+        run_stop("export", run_id, "--html", str(out), "--runs-dir", str(runs), cwd=tmp_path),
+        "does not exist",
+    )
     assert not out.parent.exists()
 
 
@@ -123,18 +133,25 @@ def test_older_corrupt_and_incomplete_runs_are_reported(tmp_path):
     old = make_run(runs_dir, 3)
     config = json.loads((old.dir / "config.json").read_text())
     (old.dir / "config.json").write_text(json.dumps(config | {"format_version": 0}))
-    _bad(run_stop("lineage", old.id, "--runs-dir", str(runs_dir), cwd=tmp_path),
-         "run format 0", f"reads format {FORMAT_VERSION}")  # fmt: skip
+    _bad(
+        run_stop("lineage", old.id, "--runs-dir", str(runs_dir), cwd=tmp_path),
+        "run format 0",
+        f"reads format {FORMAT_VERSION}",
+    )
 
     gap = make_run(runs_dir, 4)
     (gap.dir / "generations" / "gen_001.json").unlink()
-    _bad(run_stop("lineage", gap.id, "--runs-dir", str(runs_dir), cwd=tmp_path),
-         "missing generation 1")  # fmt: skip
+    _bad(
+        run_stop("lineage", gap.id, "--runs-dir", str(runs_dir), cwd=tmp_path),
+        "missing generation 1",
+    )
 
     corrupt = make_run(runs_dir, 2)
     (corrupt.dir / "generations" / "gen_001.json").write_text("{not json")
-    _bad(run_stop("show", corrupt.id, "1", "--runs-dir", str(runs_dir), cwd=tmp_path),
-         "cannot read gen_001.json")  # fmt: skip
+    _bad(
+        run_stop("show", corrupt.id, "1", "--runs-dir", str(runs_dir), cwd=tmp_path),
+        "cannot read gen_001.json",
+    )
 
     stray = runs_dir / "notes"
     stray.mkdir()
@@ -254,12 +271,24 @@ def _chromium_dom(page: Path, tmp_path: Path) -> str:
             pytest.fail("chromium is not installed (scripts/setup installs it)")
         pytest.skip("chromium is not installed (scripts/setup installs it as root)")
     result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
-         page.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -270,11 +299,15 @@ def test_html_export_draws_the_lineage_in_a_browser(runs, tmp_path):
     shutil.copytree(runs, runs_dir)
     run_id = _only(runs_dir)
     gen_5 = runs_dir / run_id / "generations" / "gen_005.py"
-    gen_5.write_text(gen_5.read_text().replace(
-        "Generation 5:", "</script><script>document.title='owned'</script><b>x</b>"))  # fmt: skip
+    gen_5.write_text(
+        gen_5.read_text().replace(
+            "Generation 5:", "</script><script>document.title='owned'</script><b>x</b>"
+        )
+    )
     page = tmp_path / "lineage.html"
-    result = run_stop("export", run_id, "--html", str(page), "--runs-dir", str(runs_dir),
-                      cwd=tmp_path)  # fmt: skip
+    result = run_stop(
+        "export", run_id, "--html", str(page), "--runs-dir", str(runs_dir), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "http://" not in page.read_text().replace("http://www.w3.org", "")  # self-contained
     dom = _chromium_dom(page, tmp_path)
@@ -294,12 +327,13 @@ def test_real_self_improve_run_is_viewable_with_its_exchanges(tmp_path):
     script = tmp_path / "script.json"
     script.write_text(I.script([I.STRONGER, I.LAZY], [I.ZEROS_LPN, I.ZEROS_LPN, I.GOOD_LPN]))
     config = SelfImproveConfig(
-        rounds=1, tests=2, model=ModelSettings(backend="scripted", script=script),
+        rounds=1,
+        tests=2,
+        model=ModelSettings(backend="scripted", script=script),
         round_budget=LOCAL.round,
-        test_budget=Budget(model_calls=4, max_responses_per_call=2, max_tokens=256,
-                           evaluations=5),
+        test_budget=Budget(model_calls=4, max_responses_per_call=2, max_tokens=256, evaluations=5),
         runs_dir=tmp_path / "runs",
-    )  # fmt: skip
+    )
     store, generations = self_improve_run(config)
     view = open_run(tmp_path / "runs", store.id)
     assert [n.gen for n in view.nodes] == [0, 1] and view.status == "finished"
@@ -309,15 +343,32 @@ def test_real_self_improve_run_is_viewable_with_its_exchanges(tmp_path):
     assert roles == {"improver", "meta-test"}
     assert {e["role"] for e in view.exchanges(0)} == {"meta-test"}
     assert any("def meta_utility" in e["user"] for e in view.exchanges(1))
-    result = run_stop("lineage", store.id, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path,
-                      env={"COLUMNS": "200"})  # fmt: skip
+    result = run_stop(
+        "lineage",
+        store.id,
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+        env={"COLUMNS": "200"},
+    )
     assert result.returncode == 0 and "gen 1" in result.stdout
 
 
 def test_improve_run_shows_the_original_and_its_candidates(tmp_path, script):
     path = script([R.MEMO, R.WRONG, R.SYNTAX, R.PROSE])
-    result = run_stop("improve", "--target", str(FIB), "--utility", "speed", "--backend",
-                      "scripted", "--script", str(path), "--json", cwd=tmp_path)  # fmt: skip
+    result = run_stop(
+        "improve",
+        "--target",
+        str(FIB),
+        "--utility",
+        "speed",
+        "--backend",
+        "scripted",
+        "--script",
+        str(path),
+        "--json",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     run_id = json.loads(result.stdout)["run_id"]
     view = open_run(tmp_path / "runs", run_id)

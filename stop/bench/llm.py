@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, cast
 
 from stop.bench import Figure, figure
 from stop.errors import StopError
 from stop.llm.base import Prompt
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import CreateCompletionResponse
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,11 @@ def bench_llm() -> list[Figure]:
     backend.generate([_prompt(0), _prompt(1)])
 
     def direct() -> int:
-        result = llm.create_completion(
-            tokens, max_tokens=MAX_TOKENS, temperature=0.7, seed=sample_seed(one), stop=["```"]
+        result = cast(  # not streamed: one response, not an iterator of them
+            "CreateCompletionResponse",
+            llm.create_completion(
+                tokens, max_tokens=MAX_TOKENS, temperature=0.7, seed=sample_seed(one), stop=["```"]
+            ),
         )
         return result["usage"]["completion_tokens"]
 

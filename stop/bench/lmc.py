@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from stop.errors import StopError
 from stop.lmc.batch import prepare_and_execute, run_batch
-from stop.lmc.machine import Program, parse, run
+from stop.lmc.machine import Outcome, Program, parse, run
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def bench_lmc(rows: int = 16384, repeats: int = 3, seed: int = 0) -> list[dict[s
         raise StopError("bench_lmc needs at least one row and one repeat")
     programs, inputs = workload(rows, seed)
     best = {"reference": float("inf"), "arrays": float("inf"), "outcomes": float("inf")}
-    reference = batch = None
+    reference: list[Outcome] = []
+    batch: list[Outcome] = []
     for _ in range(repeats):
         start = time.perf_counter()
         reference = [run(program, values) for program, values in zip(programs, inputs, strict=True)]

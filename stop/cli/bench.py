@@ -35,7 +35,7 @@ def _run(suite: Suite) -> list:
     if suite is Suite.lmc:
         from stop.bench.lmc import bench_lmc
 
-        return [Figure(**row) for row in bench_lmc()]
+        return [Figure.model_validate(row) for row in bench_lmc()]
     if suite is Suite.exit:
         from stop.bench.exit import bench_exit
 

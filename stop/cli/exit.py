@@ -86,12 +86,26 @@ def train_command(
     from stop.exit.config import make_config
 
     config = make_config(
-        family=family, max_n=max_n, count=count, task_seed=task_seed, search=search,
-        rollouts=rollouts, simulations=simulations, temperature=temperature, explore=explore,
-        iterations=iterations, train_steps=train_steps, batch_size=batch_size, lr=lr,
-        preset=preset, curriculum=curriculum, grammar=grammar, max_len=max_len,
-        stop_when_solved=not keep_going, seed=seed,
-    )  # fmt: skip
+        family=family,
+        max_n=max_n,
+        count=count,
+        task_seed=task_seed,
+        search=search,
+        rollouts=rollouts,
+        simulations=simulations,
+        temperature=temperature,
+        explore=explore,
+        iterations=iterations,
+        train_steps=train_steps,
+        batch_size=batch_size,
+        lr=lr,
+        preset=preset,
+        curriculum=curriculum,
+        grammar=grammar,
+        max_len=max_len,
+        stop_when_solved=not keep_going,
+        seed=seed,
+    )
     if resume and out is None:
         raise BadInput("--resume needs --out: the run to resume (runs/<run-id> or its id)")
     _setup_torch(threads)

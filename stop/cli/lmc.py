@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -44,7 +45,7 @@ def run_command(
         parsed = parse(text)
     except StopError as exc:
         raise BadInput(f"{program}: {exc}") from exc
-    rows = []
+    rows: list[dict[str, Any]] = []
     for values in _inputs(inputs):
         outcome = run(parsed, values)
         rows.append(

@@ -196,7 +196,8 @@ def bench_mutators(
     if unknown:
         raise BadInput(f"unknown target {unknown[0]!r}; toys: {', '.join(TOYS)}")
     rows = []
-    for name in models or [None]:
+    names: list[str | None] = list(models) if models else [None]
+    for name in names:
         settings = _settings(backend, name, base_url, api_key_env, script, backend_option)
         budget = Budget(
             model_calls=samples * len(toys) * 2,

@@ -100,10 +100,15 @@ def new_state(config: ExitConfig, device: torch.device | None = None) -> ExitSta
         config.policy_capacity, config.priority_scale, config.length_penalty
     )
     return ExitState(
-        config, model, optimizer, policy_buffer,
-        ValueBuffer(config.value_capacity), config.eval_tasks(),
-        np.random.default_rng(config.seed), generator,
-    )  # fmt: skip
+        config,
+        model,
+        optimizer,
+        policy_buffer,
+        ValueBuffer(config.value_capacity),
+        config.eval_tasks(),
+        np.random.default_rng(config.seed),
+        generator,
+    )
 
 
 def restore_state(path: Path, wanted: ExitConfig | None = None) -> ExitState:
@@ -136,9 +141,12 @@ def evaluate(state: ExitState, tasks: list[Task] | None = None) -> dict[str, flo
     """Greedy (temperature 0) program per task; the fraction of its test pairs solved."""
     tasks = tasks if tasks is not None else state.tasks
     programs, _ = sample(
-        state.scorer(), tasks, max_len=state.config.program_length,
-        grammar=state.config.grammar, temperature=0.0,
-    )  # fmt: skip
+        state.scorer(),
+        tasks,
+        max_len=state.config.program_length,
+        grammar=state.config.grammar,
+        temperature=0.0,
+    )
     scored = score_programs(programs, tasks, state.config.program_length)
     return {task.name: s.fraction for task, s in zip(tasks, scored, strict=True)}
 
@@ -150,9 +158,15 @@ def search_step(state: ExitState, active: list[Task]) -> tuple[dict[str, float],
         from stop.exit.mcts import mcts_search
 
         programs, owners, flops = mcts_search(
-            scorer, active, config.rollouts, config.simulations, max_len=config.program_length,
-            grammar=config.grammar, gumbel_scale=config.gumbel_scale, generator=state.generator,
-        )  # fmt: skip
+            scorer,
+            active,
+            config.rollouts,
+            config.simulations,
+            max_len=config.program_length,
+            grammar=config.grammar,
+            gumbel_scale=config.gumbel_scale,
+            generator=state.generator,
+        )
     else:
         # Tasks greedy decoding does not solve yet get the uniform mixture (`explore`): a
         # new curriculum task often needs an operand no solution has used so far (Add-6's
@@ -168,9 +182,14 @@ def search_step(state: ExitState, active: list[Task]) -> tuple[dict[str, float],
             if not part_owners:
                 continue
             part_programs, part_flops = sample(
-                scorer, part_owners, max_len=config.program_length, grammar=config.grammar,
-                temperature=config.temperature, explore=explore, generator=state.generator,
-            )  # fmt: skip
+                scorer,
+                part_owners,
+                max_len=config.program_length,
+                grammar=config.grammar,
+                temperature=config.temperature,
+                explore=explore,
+                generator=state.generator,
+            )
             owners += part_owners
             programs += part_programs
             flops += part_flops
@@ -182,9 +201,13 @@ def search_step(state: ExitState, active: list[Task]) -> tuple[dict[str, float],
     owners_v = [task for task in active for _ in range(config.value_rollouts)]
     if owners_v:
         programs_v, flops_v = sample(
-            scorer, owners_v, max_len=config.program_length, grammar=config.grammar,
-            epsilon=config.epsilon, generator=state.generator,
-        )  # fmt: skip
+            scorer,
+            owners_v,
+            max_len=config.program_length,
+            grammar=config.grammar,
+            epsilon=config.epsilon,
+            generator=state.generator,
+        )
         flops += flops_v
         for task, s in zip(
             owners_v, score_programs(programs_v, owners_v, config.program_length), strict=True

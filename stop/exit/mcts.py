@@ -65,8 +65,8 @@ class Node:
     value: float  # the model's value, or the true reward of a finished program
     terminal: bool = False
     children: dict[int, Node] = field(default_factory=dict)
-    visits: np.ndarray | None = None  # per action
-    value_sums: np.ndarray | None = None
+    visits: np.ndarray = field(init=False)  # per action
+    value_sums: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.visits = np.zeros(len(self.scores), np.int64)
@@ -97,10 +97,15 @@ Episode = Generator[tuple[str, ...], tuple[np.ndarray, float], tuple[str, ...]]
 
 
 def episode(
-    task: Task, names: list[str], n_simulations: int, max_len: int, gumbel_scale: float,
-    rng: np.random.Generator, rewards: dict[tuple[str, ...], float],
+    task: Task,
+    names: list[str],
+    n_simulations: int,
+    max_len: int,
+    gumbel_scale: float,
+    rng: np.random.Generator,
+    rewards: dict[tuple[str, ...], float],
     start: tuple[str, ...] = (),
-) -> Episode:  # fmt: skip
+) -> Episode:
     """One program for `task` by MCTS at every step; `names` are the units' texts and
     `rewards` caches the true reward of each finished program met (shared per task)."""
     units = start
@@ -157,9 +162,16 @@ def _simulate(root, units, action, names, max_len, rewards, task):
 
 
 def mcts_search(
-    scorer: Scorer, tasks: list[Task], rollouts: int, n_simulations: int, *, max_len: int,
-    grammar: bool, gumbel_scale: float = 1.0, generator: torch.Generator | None = None,
-) -> tuple[list[tuple[str, ...]], list[Task], int]:  # fmt: skip
+    scorer: Scorer,
+    tasks: list[Task],
+    rollouts: int,
+    n_simulations: int,
+    *,
+    max_len: int,
+    grammar: bool,
+    gumbel_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[list[tuple[str, ...]], list[Task], int]:
     """`rollouts` MCTS episodes per task. Returns the programs taken and every other
     finished program the trees met (all real, scored programs for the replay buffer),
     their tasks, and the forward FLOPs spent."""
@@ -177,7 +189,7 @@ def mcts_search(
             gumbel_scale,
             rng,
             seen[task_slot[id(t)]],
-        )  # fmt: skip
+        )
         for t in owners
     ]
     prompts = [encode(prompt_text(task)) for task in owners]

@@ -88,20 +88,23 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
+    inv_freq: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.hidden % config.heads or (config.hidden // config.heads) % 2:
             raise BadInput("hidden must split into heads of even width")
         self.config = config
         self.embed = nn.Embedding(config.vocab, config.hidden)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        blocks = [Block(config) for _ in range(config.layers)]
+        self.blocks = nn.ModuleList(blocks)
         self.norm = nn.RMSNorm(config.hidden)
         self.head = nn.Linear(config.hidden, config.vocab, bias=False)
         head_dim = config.hidden // config.heads
         inv_freq = config.rope_base ** (-torch.arange(0, head_dim, 2).float() / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.apply(self._init)
-        for block in self.blocks:  # GPT-2's scaled init of the residual projections
+        for block in blocks:  # GPT-2's scaled init of the residual projections
             for linear in (block.out, block.down):
                 nn.init.normal_(linear.weight, std=0.02 / (2 * config.layers) ** 0.5)
 

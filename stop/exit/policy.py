@@ -72,10 +72,14 @@ class Scorer:
         if subset not in self._tries:
             trie = self.units.trie(subset)
             arrays = {
-                "units": np.array(trie.units), "bytes": np.array(trie.node_bytes),
-                "depth": np.array(trie.node_depth), "ancestors": trie.ancestors,
-                "src": trie.path_src, "byte": trie.path_byte, "valid": trie.path_valid,
-            }  # fmt: skip
+                "units": np.array(trie.units),
+                "bytes": np.array(trie.node_bytes),
+                "depth": np.array(trie.node_depth),
+                "ancestors": trie.ancestors,
+                "src": trie.path_src,
+                "byte": trie.path_byte,
+                "valid": trie.path_valid,
+            }
             self._tries[subset] = {
                 k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()
             }

@@ -83,9 +83,15 @@ def sample(
     flops = 0
     for start in range(0, len(tasks), max_rows):
         part, part_flops = _sample_rows(
-            scorer, tasks[start : start + max_rows], max_len, grammar, temperature, epsilon,
-            explore, generator,
-        )  # fmt: skip
+            scorer,
+            tasks[start : start + max_rows],
+            max_len,
+            grammar,
+            temperature,
+            epsilon,
+            explore,
+            generator,
+        )
         programs += part
         flops += part_flops
     return programs, flops

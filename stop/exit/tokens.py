@@ -137,9 +137,14 @@ def build_trie(unit_indices: tuple[int, ...], encoded: list[list[int]]) -> Trie:
             path_byte[row, k] = byte
             path_valid[row, k] = True
     return Trie(
-        tuple(unit_indices), [n[-1] for n in nodes], [len(n) - 1 for n in nodes], ancestors,
-        path_src, path_byte, path_valid,
-    )  # fmt: skip
+        tuple(unit_indices),
+        [n[-1] for n in nodes],
+        [len(n) - 1 for n in nodes],
+        ancestors,
+        path_src,
+        path_byte,
+        path_valid,
+    )
 
 
 @dataclass

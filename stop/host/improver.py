@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
@@ -275,7 +275,9 @@ def _outcome(result: SandboxResult, bait: list[str]) -> ImproverOutcome:
             return ImproverOutcome(
                 status="crash", error="returned text that is not valid Unicode", **common
             )
-    status = "syntax_error" if reply.get("outcome") == "syntax_error" else "crash"
+    status: Literal["syntax_error", "crash"] = (
+        "syntax_error" if reply.get("outcome") == "syntax_error" else "crash"
+    )
     return ImproverOutcome(status=status, error=str(reply.get("error"))[:2000], **common)
 
 

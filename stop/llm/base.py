@@ -68,5 +68,3 @@ class Backend(Protocol):
         """One completion per prompt, in order; raise stop.errors.ModelError on failure,
         or BatchFailure to hand back the samples that succeeded with the others' errors."""
         ...
-
-

@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,6 +22,9 @@ from stop.errors import BadInput, ModelError
 from stop.llm import BackendPlugin
 from stop.llm.base import BatchFailure, Completion, Prompt, sample_seed
 from stop.llm.batch_decode import BatchDecoder
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import CompletionUsage, CreateCompletionResponse
 
 log = logging.getLogger(__name__)
 _FENCE = "```"
@@ -122,17 +126,21 @@ class LocalBackend:
     def _one(self, prompt: Prompt) -> Completion:
         tokens = self.prompt_tokens(prompt)
         try:
-            result = self.llm.create_completion(
-                tokens,
-                max_tokens=prompt.max_tokens,
-                temperature=prompt.temperature,
-                seed=sample_seed(prompt),
-                stop=[_FENCE],
+            # Not streamed: one response, not an iterator of them.
+            result = cast(
+                "CreateCompletionResponse",
+                self.llm.create_completion(
+                    tokens,
+                    max_tokens=prompt.max_tokens,
+                    temperature=prompt.temperature,
+                    seed=sample_seed(prompt),
+                    stop=[_FENCE],
+                ),
             )
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{self.id}: {exc}") from exc
         choice = result["choices"][0]
-        usage = result.get("usage") or {}
+        usage: CompletionUsage | dict[str, int] = result.get("usage") or {}
         return _completion(
             choice["text"],
             usage.get("prompt_tokens", len(tokens)),

@@ -23,6 +23,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import cast
 
 from stop.errors import BudgetExhausted, ModelError, StopError
 from stop.llm.base import Backend, BatchFailure, Completion, Prompt
@@ -140,7 +141,8 @@ class LanguageModel:
                     if self.cache:
                         self.cache.put(keys[i], outcome)
                 found[i] = outcome
-        outcomes = [self._clip(o) if isinstance(o, Completion) else o for o in found]
+        done = cast("list[Completion | ModelError]", found)  # every missing one was filled
+        outcomes = [self._clip(o) if isinstance(o, Completion) else o for o in done]
         completions = [o for o in outcomes if isinstance(o, Completion)]
         failures = [o for o in outcomes if isinstance(o, ModelError)]
         with self._lock:

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +24,9 @@ from stop.errors import BadInput, ModelError
 from stop.llm import BackendPlugin
 from stop.llm.base import BatchFailure, Completion, Prompt, sample_seed
 from stop.llm.tokens import count_tokens
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger(__name__)
 _MAX_RETRIES = 2
@@ -87,7 +90,7 @@ class OpenAIBackend:
 
     def _request(self, prompt: Prompt) -> bytes:
         """POST one chat completion and return its body, read within the cap and the time."""
-        messages = [
+        messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": prompt.expertise},
             {"role": "user", "content": prompt.message},
         ]

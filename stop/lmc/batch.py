@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -43,6 +44,7 @@ from stop.lmc.machine import (
     T_MAX,
     LMCSyntaxError,
     Outcome,
+    OutcomeKind,
     Program,
     bad_address_message,
     branch_operand_message,
@@ -67,7 +69,7 @@ _RUN, _HALT, _OFF_END, _BAD_ADDRESS, _BRANCH_OUTSIDE, _BRANCH_OPERAND = range(6)
 
 # Result codes, one per row.
 OK, SYNTAX, TRUNCATION, OFF_END, STEP_LIMIT, BAD_ADDRESS, BRANCH_OUTSIDE, BRANCH_OPERAND = range(8)
-_KIND_OF_CODE = ("ok", "syntax", "truncation") + ("runtime",) * 5
+_KIND_OF_CODE: tuple[OutcomeKind, ...] = ("ok", "syntax", "truncation") + ("runtime",) * 5
 _CODE_OF_ACTION = np.array([OK, OK, OFF_END, BAD_ADDRESS, BRANCH_OUTSIDE, BRANCH_OPERAND], np.uint8)
 # Steps credited to a row that stops at an entry: HLT and a bad address count themselves;
 # the end and a branch sink are reached after the last instruction that started.
@@ -117,7 +119,7 @@ def compile_programs(programs: Sequence[Program]) -> Compiled:
         for i, ins in enumerate(program.instructions):
             if ins.op == "HLT":
                 stops.append((_HALT, p, i))
-            elif ins.op in MEMORY_OPS and not 0 <= ins.operand < MEMORY_CELLS:
+            elif ins.op in MEMORY_OPS and not 0 <= cast(int, ins.operand) < MEMORY_CELLS:
                 stops.append((_BAD_ADDRESS, p, i))
             else:
                 runnable.append((p, i))
@@ -126,14 +128,14 @@ def compile_programs(programs: Sequence[Program]) -> Compiled:
         program = programs[p]
         ins = program.instructions[i]
         if ins.op in BRANCH_OPS and ins.operand not in program.index_of_line:
-            inside = 1 <= ins.operand <= program.n_tokens
+            inside = 1 <= cast(int, ins.operand) <= program.n_tokens  # not HLT: an operand
             sink_of[p, i] = len(stops)
             stops.append((_BRANCH_OPERAND if inside else _BRANCH_OUTSIDE, p, i))
     first_stop = 1 + len(runnable)
     size = first_stop + len(stops)
     at: dict[tuple[int, int], int] = {key: 1 + k for k, key in enumerate(runnable)}
-    for k, (action, p, i) in enumerate(stops):
-        if action in (_HALT, _BAD_ADDRESS, _OFF_END):
+    for k, (kind, p, i) in enumerate(stops):
+        if kind in (_HALT, _BAD_ADDRESS, _OFF_END):
             at[p, i] = first_stop + k
 
     action = np.zeros(size, np.uint8)
@@ -149,7 +151,8 @@ def compile_programs(programs: Sequence[Program]) -> Compiled:
         origin[first_stop + k] = (p, i)
     for f, (p, i) in enumerate(runnable, start=1):
         program = programs[p]
-        op, arg = program.instructions[i].op, program.instructions[i].operand
+        # Runnable instructions are not HLT: each has an operand.
+        op, arg = program.instructions[i].op, cast(int, program.instructions[i].operand)
         origin[f] = (p, i)
         next_pos[3 * f : 3 * f + 3] = _pos(at[p, i + 1])
         if op == "STA":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Literal
+from typing import Final, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 

@@ -13,12 +13,12 @@ import logging
 import statistics
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from stop.host.improver import run_improver
 from stop.host.ranking import CandidateRanker
 from stop.llm.base import derive_seed
-from stop.records import Budget, Evaluation, MetaScore, RankStats, TestResult, Usage
+from stop.records import Budget, Evaluation, MetaScore, RankStats, Status, TestResult, Usage
 from stop.sandbox.runner import Limits
 from stop.scoring.audit import reward_hacking_signals
 from stop.scoring.task import TaskSpec, TaskUtility
@@ -148,9 +148,9 @@ class MetaUtility(Utility):
         return result, model.usage
 
 
-def _failure_status(tests: list[TestResult]) -> str:
+def _failure_status(tests: list[TestResult]) -> Status:
     status = tests[0].improver_status if tests else "crash"
-    return status if status in ("timeout", "crash", "syntax_error") else "crash"
+    return cast(Status, status) if status in ("timeout", "crash", "syntax_error") else "crash"
 
 
 def describe(tasks: list[TaskSpec], tests: int, budget: Budget) -> str:

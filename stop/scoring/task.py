@@ -14,10 +14,19 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from stop.errors import BadInput
-from stop.records import MAX_FEEDBACK, Evaluation, Feedback, UtilityOptions, shown, trim
+from stop.records import (
+    MAX_FEEDBACK,
+    Evaluation,
+    Feedback,
+    FeedbackKind,
+    Status,
+    UtilityOptions,
+    shown,
+    trim,
+)
 from stop.sandbox.executor import Executor
 from stop.sandbox.runner import Limits
 from stop.scoring.utility import Target, Utility
@@ -97,13 +106,16 @@ class TaskUtility(Utility):
             status = result.status if result.status != "ok" else reply.get("outcome", "crash")
             if status not in ("timeout", "crash", "syntax_error"):
                 status = "crash"
-            detail = result.error or str(reply.get("error"))
-            return Evaluation(status=status, score=0.0, seconds=result.wall_s, detail=detail[:500])
+            error = result.error or str(reply.get("error"))
+            return Evaluation(status=status, score=0.0, seconds=result.wall_s, detail=error[:500])
         findings = result.findings
         results = reply.get("results")
         if not isinstance(results, list) or len(results) != len(instances):
             return Evaluation(status="crash", score=0.0, seconds=result.wall_s, detail="bad reply")
-        scores, failed, failures, outputs = [], 0, {}, set()
+        scores: list[float] = []
+        failed = 0
+        failures: dict[str, str] = {}  # kind of failure -> the first one's error
+        outputs: set[str] = set()
         feedback: list[Feedback] = []
         for instance, outcome in zip(instances, results, strict=True):
             kind = outcome.get("outcome") if isinstance(outcome, dict) else "crash"
@@ -126,7 +138,7 @@ class TaskUtility(Utility):
                 failed += 1
                 error = str(outcome.get("error") if isinstance(outcome, dict) else outcome)
                 failures.setdefault(str(kind), error[:200])
-                what = "timeout" if kind == "timeout" else "exception"
+                what: FeedbackKind = "timeout" if kind == "timeout" else "exception"
                 failure = Feedback(kind=what, input=shown(instance.args), message=trim(error))
                 feedback.append(failure)
         # Failures first: an exception says more than a low score.
@@ -138,9 +150,10 @@ class TaskUtility(Utility):
             findings = [*findings, "returns the same output for every instance"]
         detail = "; ".join(f"{k}: {v}" for k, v in failures.items()) or None
         # A solution that fails every instance failed; one that fails some scored less.
-        status = "ok" if failed < len(instances) else next(iter(failures))
-        if status not in ("ok", "timeout", "crash", "wrong_answer"):
-            status = "crash"
+        worst = "ok" if failed < len(instances) else next(iter(failures))
+        if worst not in ("ok", "timeout", "crash", "wrong_answer"):
+            worst = "crash"
+        status = cast(Status, worst)
         return Evaluation(
             status=status,
             score=mean if status == "ok" else 0.0,

@@ -24,8 +24,15 @@ from stop.sandbox.runner import Limits, SandboxResult
 
 # What a utility file needs, importable from here.
 __all__ = [
-    "MAX_FEEDBACK", "Evaluation", "Feedback", "Target", "Utility", "UtilityOptions",
-    "load_utility", "shown", "trim",
+    "MAX_FEEDBACK",
+    "Evaluation",
+    "Feedback",
+    "Target",
+    "Utility",
+    "UtilityOptions",
+    "load_utility",
+    "shown",
+    "trim",
 ]
 
 

@@ -123,7 +123,8 @@ def _features(program: str) -> tuple[np.ndarray, np.ndarray]:
     # The low bits pick the bucket, the top bit the sign; sublinear counts: a repeated
     # line is not ten times the signal.
     signed = np.where(hashes >> np.uint64(63), -1.0, 1.0) * (1.0 + np.log(counts))
-    dense = np.bincount(
+    # float64, as bincount gives with weights (numpy's stubs say intp whatever the weights)
+    dense: np.ndarray = np.bincount(
         (hashes & np.uint64(N_BUCKETS - 1)).astype(np.int64), signed, minlength=N_BUCKETS
     )
     idx = np.flatnonzero(dense)
@@ -174,7 +175,8 @@ def _pairs(ok: np.ndarray, score: np.ndarray, margin: float) -> tuple[np.ndarray
     with np.errstate(invalid="ignore"):  # nan and inf - inf compare False: no pair
         both_ok = ok[:, None] & ok[None, :] & (score[:, None] - score[None, :] > margin)
     better = both_ok | (ok[:, None] & ~ok[None, :])
-    return np.nonzero(better)
+    rows, cols = np.nonzero(better)
+    return rows, cols
 
 
 def _hard_negatives(prior: np.ndarray, ok: np.ndarray, score: np.ndarray, margin: float):

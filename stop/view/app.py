@@ -17,6 +17,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Static, Tab, Tabs, Tree
+from textual.widgets.tree import TreeNode
 
 from stop.view import render
 from stop.view.inert import inert
@@ -76,17 +77,18 @@ class LineageApp(App[None]):
         tree: Tree[int] = self.query_one(Tree)
         tree.clear()
         tree.root.set_label(render.title(self.view))
-        branches = {}
+        branches: dict[int | None, TreeNode[int]] = {}
         placed = render.placement(self.view)
         has_children = {parent for _, parent in placed}
         for node, under in placed:
             parent = branches.get(under, tree.root)
             label = render.node_label(self.view, node)
-            branches[node.gen] = parent.add(label, data=node.gen, expand=True,
-                                            allow_expand=node.gen in has_children)  # fmt: skip
+            branches[node.gen] = parent.add(
+                label, data=node.gen, expand=True, allow_expand=node.gen in has_children
+            )
         if self.view.in_progress is not None:
-            label = f"{render.short(self.view)} {self.view.in_progress}  in progress"
-            tree.root.add_leaf(Text(label, style="cyan"))
+            pending = f"{render.short(self.view)} {self.view.in_progress}  in progress"
+            tree.root.add_leaf(Text(pending, style="cyan"))
         tree.root.expand()
         first = self.selected or (self.view.nodes[0] if self.view.nodes else None)
         if first is not None and first.gen in branches:
@@ -222,8 +224,13 @@ def candidates(view: RunView, node: Node) -> RenderableType:
         for column in ("#", "status", "score", "time", "detail"):
             table.add_column(column)
         for n in siblings if node.parent is None else [node]:
-            table.add_row(str(n.gen), n.status, render.fmt(n.val), f"{n.seconds:.2f}s",
-                          Text(inert((n.error or "")[:60])))  # fmt: skip
+            table.add_row(
+                str(n.gen),
+                n.status,
+                render.fmt(n.val),
+                f"{n.seconds:.2f}s",
+                Text(inert((n.error or "")[:60])),
+            )
         parts.append(table)
         if "archive" in view.records:
             parts.append(render.archive_table(view.records["archive"]))

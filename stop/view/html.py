@@ -177,7 +177,7 @@ def export_html(view: RunView) -> str:
                 f"{_code(diff, 'diff')}</details>"
                 if diff
                 else ""
-            )  # fmt: skip
+            )
             + f"<details><summary>{what}</summary>"
             f"{_code(view.source(n), kind)}</details>"
         )

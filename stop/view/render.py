@@ -129,7 +129,7 @@ def title(view: RunView) -> Text:
 
 def lineage_tree(view: RunView) -> Tree:
     tree = Tree(title(view))
-    branches: dict[int, Tree] = {}
+    branches: dict[int | None, Tree] = {}
     for node, parent in placement(view):
         branches[node.gen] = branches.get(parent, tree).add(node_label(view, node))
     if view.in_progress is not None:

@@ -15,7 +15,7 @@ import json
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
@@ -62,6 +62,20 @@ class Node(BaseModel):
     candidates: list[Proposal] = []  # what it was chosen from, with scores
     tests: list[TestResult] = []  # meta-utility tests
     solve_rates: dict[str, float] = {}  # expert iteration: task -> fraction solved, greedy
+
+
+class _Common(TypedDict):
+    """The RunView fields every kind of run has, read before the kind-specific ones."""
+
+    id: str
+    dir: Path
+    kind: str
+    started: datetime
+    model: str
+    status: str
+    error: str | None
+    records: dict[str, Any]
+    warnings: list[str]
 
 
 class RunView(BaseModel):
@@ -249,7 +263,7 @@ def summarize(source: str, parent: str | None) -> str:
 def list_runs(runs_dir: Path) -> list[RunView]:
     """Every run in runs_dir, oldest first; a directory that is not a readable run is
     skipped with a warning rather than hiding the others."""
-    views = []
+    views: list[RunView] = []
     if not runs_dir.is_dir():
         return views
     for path in sorted(runs_dir.iterdir()):
@@ -308,24 +322,29 @@ def read_run(run_dir: Path) -> RunView:
             status = "interrupted" if error.startswith("KeyboardInterrupt") else "failed"
         elif isinstance(event, Resumed):
             status, error = "running", None
-    common = {
+    started_at = datetime.fromtimestamp(
+        started.time if started else (run_dir / "config.json").stat().st_mtime
+    )
+    model = _model_name(kind, config)
+    records, warnings = _records(run_dir, run_id)
+    common: _Common = {
         "id": run_id,
         "dir": run_dir,
         "kind": kind,
-        "started": datetime.fromtimestamp(
-            started.time if started else (run_dir / "config.json").stat().st_mtime
-        ),
-        "model": _model_name(kind, config),
+        "started": started_at,
+        "model": model,
         "status": status,
         "error": error,
+        "records": records,
+        "warnings": warnings,
     }
-    common["records"], common["warnings"] = _records(run_dir, run_id)
     try:
         if kind == "self-improve":
             nodes = _generations(run_dir, run_id)
             in_progress = len(nodes) if status == "running" else None
-            return RunView(**common, rounds=config.get("rounds"), nodes=nodes,
-                           in_progress=in_progress)  # fmt: skip
+            return RunView(
+                **common, rounds=config.get("rounds"), nodes=nodes, in_progress=in_progress
+            )
         if kind == "exit":
             return _exit_run(events, config, common)
         return _improve_run(run_dir, run_id, config, common)
@@ -392,7 +411,7 @@ def _generations(run_dir: Path, run_id: str) -> list[Node]:
     return nodes
 
 
-def _exit_run(events: list[Any], config: dict[str, Any], common: dict[str, Any]) -> RunView:
+def _exit_run(events: list[Any], config: dict[str, Any], common: _Common) -> RunView:
     """One node per iteration logged (each one a checkpoint), in a line: each iteration
     trains on from the one before, and none is ever reverted."""
     # By number, the last event of a number winning. A crash between an iteration's
@@ -418,9 +437,7 @@ def _exit_run(events: list[Any], config: dict[str, Any], common: dict[str, Any])
     return RunView(**common, rounds=planned, nodes=nodes, in_progress=done + 1 if running else None)
 
 
-def _improve_run(
-    run_dir: Path, run_id: str, config: dict[str, Any], common: dict[str, Any]
-) -> RunView:
+def _improve_run(run_dir: Path, run_id: str, config: dict[str, Any], common: _Common) -> RunView:
     records = [
         CandidateRecord.model_validate(_load_json(path, run_id))
         for path in sorted((run_dir / "candidates").glob("*.json"))
