@@ -38,7 +38,7 @@ from stop.sandbox.runner import Limits
 from stop.scoring.audit import DISABLES_SANDBOX, audit_source
 from stop.scoring.meta import MetaUtility
 from stop.scoring.task import load_task
-from stop.store import RunStore
+from stop.store import RunStore, read_generations
 from stop.wiring import Run
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def self_improve(
         (store.dir / "generations").mkdir()
     else:
         store = run.resume_store(resume)
-    generations = store.generations()
+    generations = read_generations(store.dir)
     meta = MetaUtility(
         tasks,
         run,

@@ -5,6 +5,7 @@ typed record of stop/records.py; every file is written atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -72,22 +73,18 @@ class EventLog:
             if self._path is None:
                 self._pending.append(event)
             else:
-                _append(self._path, event)
+                # The first event of a run's log (started, resumed) goes before those
+                # kept while it had no directory.
+                for each in (event, *self._pending):
+                    _append(self._path, each)
+                self._pending.clear()
         for watch in self.watchers:
             watch(event)
 
-    def attach(self, path: Path, first: Any = None) -> None:
-        """Write into `path` from now on: `first` (a run's Started), then what came before."""
+    def attach(self, path: Path) -> None:
+        """Write into `path` from the next event on."""
         with self._lock:
             self._path = path
-            for event in [first] if first is not None else []:
-                _append(path, event)
-            for event in self._pending:
-                _append(path, event)
-            self._pending.clear()
-        if first is not None:
-            for watch in self.watchers:
-                watch(first)
 
 
 def _append(path: Path, record: BaseModel, exclude_none: bool = False) -> None:
@@ -110,27 +107,48 @@ def read_events(run_dir: Path) -> list[Any]:
     return events
 
 
-def read_record(path: Path, shape: type[R], what: str) -> R:
-    """A record file as `shape`, or BadInput naming what is wrong with it."""
+def read_json(path: Path, run_id: str) -> dict[str, Any]:
+    """A record file of run `run_id`, as JSON, in this stop's run format; else BadInput
+    saying what is wrong with it."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"cannot read {what} ({path}): {exc.strerror or exc}") from exc
-    try:
-        version = TypeAdapter(dict[str, Any]).validate_json(text).get("format_version")
-    except ValidationError as exc:
-        raise BadInput(f"{what} ({path}) is not a JSON record") from exc
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"run {run_id}: cannot read {path.name}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadInput(f"run {run_id}: {path.name} is not a record")
+    version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise BadInput(
-            f"{what} was written in run format {version!r}, and this stop reads format "
-            f"{FORMAT_VERSION}; use the stop version that made it"
+            f"run {run_id} was written in run format {version!r}, and this stop reads "
+            f"format {FORMAT_VERSION}; open it with the stop version that made it"
         )
+    return data
+
+
+def read_record(path: Path, shape: type[R], run_id: str, what: str = "record") -> R:
+    """A record file of run `run_id` as `shape` (`what` names it in errors)."""
+    data = read_json(path, run_id)
     try:
-        return shape.model_validate_json(text)
+        return shape.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise BadInput(f"corrupt {what} ({path}): {where}: {first['msg']}") from exc
+        raise BadInput(
+            f"run {run_id}: corrupt {what} {path.name}: {where}: {first['msg']}"
+        ) from exc
+
+
+def read_generations(run_dir: Path) -> list[GenerationRecord]:
+    """A self-improve run's complete generations, 0, 1, ...; a gap or a damaged record
+    is bad input."""
+    records = [
+        read_record(path, GenerationRecord, run_dir.name, "generation record")
+        for path in sorted((run_dir / "generations").glob("gen_*.json"))
+    ]
+    for i, record in enumerate(records):
+        if record.gen != i:
+            raise BadInput(f"run {run_dir.name} is missing generation {i}")
+    return records
 
 
 class RunStore:
@@ -138,11 +156,11 @@ class RunStore:
 
     suffix = ".py"  # of saved programs: an improve run saves them as its target's kind
 
-    def __init__(self, run_dir: Path, events: EventLog | None = None, first: Any = None) -> None:
+    def __init__(self, run_dir: Path, events: EventLog | None = None) -> None:
         self.dir = run_dir
         self.id = run_dir.name
         self.events = events or EventLog()
-        self.events.attach(run_dir / "events.jsonl", first)
+        self.events.attach(run_dir / "events.jsonl")
         self._lock = threading.Lock()
         # Added to every logged exchange: self-improvement sets the generation a round
         # makes, so a viewer can show the exchanges behind it.
@@ -157,11 +175,15 @@ class RunStore:
         # No sandbox sees the runs folder: it is outside every jail's view.
         (run_dir / "candidates").mkdir(parents=True)
         write_atomic(run_dir / "config.json", config.model_dump_json(indent=2) + "\n")
-        return cls(run_dir, events, first=Started(kind=kind))
+        store = cls(run_dir, events)
+        store.emit(Started(kind=kind))
+        return store
 
     @classmethod
     def resume(cls, runs_dir: Path, run_id: str, events: EventLog | None = None) -> RunStore:
-        return cls(runs_dir / run_id, events, first=Resumed())
+        store = cls(runs_dir / run_id, events)
+        store.emit(Resumed())
+        return store
 
     def emit(self, event: Any) -> None:
         self.events.emit(event)
@@ -234,17 +256,6 @@ class RunStore:
 
     # --- self-improve runs ----------------------------------------------------------
 
-    def generations(self) -> list[GenerationRecord]:
-        """The complete generations, 0, 1, ...; a gap or a damaged record is bad input."""
-        records = [
-            read_record(path, GenerationRecord, f"generation record of run {self.id}")
-            for path in sorted((self.dir / "generations").glob("gen_*.json"))
-        ]
-        for i, record in enumerate(records):
-            if record.gen != i:
-                raise BadInput(f"run {self.id} is missing generation {i}")
-        return records
-
     def save_generation(self, record: GenerationRecord, source: str) -> None:
         self.write_text(record.path, source)
         # The record comes last: its presence is what makes the generation count as done.
@@ -265,7 +276,7 @@ def read_config(runs_dir: Path, run_id: str, shape: type[R]) -> R:
     path = runs_dir / run_id / "config.json"
     if "/" in run_id or not path.is_file():
         raise BadInput(f"no run {run_id!r} in {runs_dir}")
-    return read_record(path, shape, f"the config of run {run_id}")
+    return read_record(path, shape, run_id, "config")
 
 
 def resolve_generation(spec: str, runs_dir: Path) -> Path:

@@ -98,21 +98,10 @@ def test_improver_that_returns_garbage_keeps_the_original(tmp_path, script):
 def test_openai_cli_run_against_a_real_http_server(tmp_path):
     """The real openai client, over real HTTP, with one good reply among bad ones."""
     with CannedServer(replies.ALL) as server:
+        args = ("improve", "--target", str(FIB), "--base-url", server.url, "--model", "canned")
+        args += ("--samples", "6", "--budget", "7", "--json", "--runs-dir", str(tmp_path / "runs"))
         proc = run_stop(
-            "improve",
-            "--target",
-            str(FIB),
-            "--base-url",
-            server.url,
-            "--model",
-            "canned",
-            "--samples",
-            "6",
-            "--budget",
-            "7",
-            "--json",
-            "--runs-dir",
-            str(tmp_path / "runs"),
+            *args,
             cwd=tmp_path,
             env={"OPENAI_API_KEY": SECRET, "STOP_TEST_SECRET": SECRET},
         )
@@ -138,20 +127,7 @@ def test_openai_cli_run_against_a_real_http_server(tmp_path):
 
         # A second run replays every response from the cache: no new request.
         again = run_stop(
-            "improve",
-            "--target",
-            str(FIB),
-            "--base-url",
-            server.url,
-            "--model",
-            "canned",
-            "--samples",
-            "6",
-            "--budget",
-            "7",
-            "--json",
-            "--runs-dir",
-            str(tmp_path / "runs"),
+            *args,
             cwd=tmp_path,
             env={"OPENAI_API_KEY": SECRET},
         )

@@ -60,23 +60,14 @@ def improve(
     ray_address: str = options.RAY_ADDRESS,
 ) -> None:
     """Ask a language model for rewrites of TARGET and keep the best by UTILITY."""
-    from stop.cli.parse import key_values
     from stop.defaults import override, profile
     from stop.improve import improve as run_improve
-    from stop.llm import model_settings
     from stop.records import ImproveConfig, UtilityOptions
     from stop.sandbox.executor import open_executor
     from stop.view.improve import ImproveProgress, summary
     from stop.wiring import Run
 
-    settings = model_settings(
-        backend,
-        key_values(backend_option, "--backend-option"),
-        model=model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        script=script,
-    )
+    settings = options.model_settings(backend, model, base_url, api_key_env, script, backend_option)
     config = ImproveConfig(
         target=target,
         utility=utility,
@@ -84,7 +75,7 @@ def improve(
             entry=entry,
             inputs=inputs,
             timeout_s=timeout,
-            custom=key_values(utility_option, "--utility-option"),
+            custom=options.key_values(utility_option, "--utility-option"),
         ),
         improver=improver,
         model=settings,
@@ -103,10 +94,14 @@ def improve(
     chosen = open_executor(executor.value, ray_address)
     progress = None if as_json else ImproveProgress(Console(stderr=True))
     watchers = (progress,) if progress else ()
-    with (
-        Run(runs_dir, settings, executor=chosen, use_cache=not no_cache, watchers=watchers) as run,
-        progress or contextlib.nullcontext(),
-    ):
+    run = Run(
+        config.runs_dir,
+        config.model,
+        executor=chosen,
+        use_cache=config.use_cache,
+        watchers=watchers,
+    )
+    with run, progress or contextlib.nullcontext():
         result = run_improve(run, config)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+from stop.errors import BadInput
+
+if TYPE_CHECKING:
+    from stop.records import ModelSettings
 
 
 class ExecutorName(str, Enum):
@@ -39,3 +45,31 @@ EXECUTOR = typer.Option(
 RAY_ADDRESS = typer.Option(
     None, help="The Ray head node's HOST:PORT, for --executor ray (default: $RAY_ADDRESS)."
 )
+
+
+def key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    """A repeatable KEY=VALUE option as a dict (KEY's dashes read as underscores)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"{flag} {item!r} is not KEY=VALUE")
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def model_settings(
+    backend: str | None,
+    model: str | None,
+    base_url: str | None,
+    api_key_env: str | None,
+    script: Path | None,
+    backend_option: list[str] | None,
+) -> ModelSettings:
+    """The model flags above as settings, checked against the backend's options."""
+    from stop.llm import model_settings as settings
+
+    extra = key_values(backend_option, "--backend-option")
+    return settings(
+        backend, extra, model=model, base_url=base_url, api_key_env=api_key_env, script=script
+    )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from stop.cli import app, options
 from stop.errors import BadInput
+
+if TYPE_CHECKING:
+    from stop.records import SelfImproveConfig
 
 
 @app.command("self-improve")
@@ -37,9 +40,7 @@ def self_improve_command(
     ray_address: str = options.RAY_ADDRESS,
 ) -> None:
     """Apply the improver to its own source, scored by the meta-utility, round after round."""
-    from stop.cli.parse import key_values
     from stop.defaults import estimate, profile
-    from stop.llm import model_settings
     from stop.records import SelfImproveConfig
     from stop.sandbox.executor import open_executor
     from stop.self_improve import self_improve
@@ -61,7 +62,9 @@ def self_improve_command(
         }
         _check_resume(config, given, no_iterate, backend_option)
     else:
-        settings = model_settings(backend, key_values(backend_option, "--backend-option"), **flags)
+        settings = options.model_settings(
+            backend, model, base_url, api_key_env, script, backend_option
+        )
         budgets = profile(settings.backend)
         if rounds is not None and rounds < 1:
             raise BadInput("--rounds must be at least 1")
@@ -99,7 +102,10 @@ def self_improve_command(
 
 
 def _check_resume(
-    stored: Any, given: dict[str, Any], no_iterate: bool, backend_option: list[str] | None
+    stored: SelfImproveConfig,
+    given: dict[str, Any],
+    no_iterate: bool,
+    backend_option: list[str] | None,
 ) -> None:
     """A resumed run keeps its configuration: flags that contradict it are bad input."""
     current = {

@@ -19,27 +19,6 @@ if TYPE_CHECKING:
     from stop.records import ModelSettings
 
 
-def _settings(
-    backend: str | None,
-    model: str | None,
-    base_url: str | None,
-    api_key_env: str | None,
-    script: Path | None,
-    backend_option: list[str] | None,
-) -> ModelSettings:
-    from stop.cli.parse import key_values
-    from stop.llm import model_settings
-
-    return model_settings(
-        backend,
-        key_values(backend_option, "--backend-option"),
-        model=model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        script=script,
-    )
-
-
 def _trials(
     improvers: dict[str, str],
     tasks: str,
@@ -96,7 +75,7 @@ def transfer(
     from stop.host.improver import load_improver
 
     improvers = {"seed": load_improver("seed"), "improver": load_improver(improver, runs_dir)}
-    settings = _settings(backend, model, base_url, api_key_env, script, backend_option)
+    settings = options.model_settings(backend, model, base_url, api_key_env, script, backend_option)
     rows = _trials(improvers, tasks, trials, settings, runs_dir, seed, transfer=True)
     if as_json:
         typer.echo(json.dumps({"improver": improver, "rows": [r.model_dump() for r in rows]}))
@@ -134,7 +113,7 @@ def compare(
     if not names:
         raise BadInput("--improvers names no improver")
     sources = {name: load_improver(name, runs_dir) for name in names}
-    settings = _settings(backend, model, base_url, api_key_env, script, backend_option)
+    settings = options.model_settings(backend, model, base_url, api_key_env, script, backend_option)
     rows = _trials(sources, tasks, trials, settings, runs_dir, seed, transfer=False)
     if as_json:
         typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
@@ -198,7 +177,9 @@ def bench_mutators(
     rows = []
     names: list[str | None] = list(models) if models else [None]
     for name in names:
-        settings = _settings(backend, name, base_url, api_key_env, script, backend_option)
+        settings = options.model_settings(
+            backend, name, base_url, api_key_env, script, backend_option
+        )
         budget = Budget(
             model_calls=samples * len(toys) * 2,
             max_responses_per_call=samples,

@@ -49,5 +49,5 @@ def reopen(run_dir: Path) -> RunStore:
     started = next((e for e in read_events(run_dir) if isinstance(e, Started)), None)
     if started is not None and started.kind != KIND:
         raise BadInput(f"run {run_dir.name} was made by `stop {started.kind}`, not `stop exit`")
-    read_record(run_dir / "config.json", ExitConfig, f"the config of run {run_dir.name}")
+    read_record(run_dir / "config.json", ExitConfig, run_dir.name, "config")
     return RunStore(run_dir)

@@ -67,9 +67,8 @@ def backend_plugin(name: str) -> BackendPlugin:
     return plugin
 
 
-def backend_options(settings: ModelSettings) -> BaseModel:
+def _options(plugin: BackendPlugin, settings: ModelSettings) -> BaseModel:
     """The settings' options validated by their backend's own model."""
-    plugin = backend_plugin(settings.backend)
     try:
         return plugin.options.model_validate(settings.options)
     except ValidationError as exc:
@@ -90,8 +89,8 @@ def _flag(key: str) -> str:
 
 
 def build_backend(settings: ModelSettings) -> Backend:
-    options = backend_options(settings)
-    return backend_plugin(settings.backend).build(options)
+    plugin = backend_plugin(settings.backend)
+    return plugin.build(_options(plugin, settings))
 
 
 def choose_backend(
@@ -122,7 +121,7 @@ def model_settings(backend: str | None, extra: dict[str, str], **given: Any) -> 
     )
     options = {k: v for k, v in given.items() if v is not None} | extra
     settings = ModelSettings(backend=name, options=options)
-    backend_options(settings)
+    _options(backend_plugin(name), settings)
     return settings
 
 
@@ -133,7 +132,6 @@ __all__ = [
     "ModelSettings",
     "Prompt",
     "backend_names",
-    "backend_options",
     "backend_plugin",
     "build_backend",
     "choose_backend",

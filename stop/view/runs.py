@@ -21,11 +21,9 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from stop.errors import BadInput
 from stop.records import (
-    FORMAT_VERSION,
     CandidateRecord,
     Failed,
     Finished,
-    GenerationRecord,
     ImproverRecord,
     IterationSaved,
     Proposal,
@@ -33,7 +31,7 @@ from stop.records import (
     Started,
     TestResult,
 )
-from stop.store import read_events
+from stop.store import read_events, read_generations, read_json, read_record
 
 log = logging.getLogger(__name__)
 
@@ -289,27 +287,11 @@ def open_run(runs_dir: Path, run_id: str) -> RunView:
     return read_run(path)
 
 
-def _load_json(path: Path, run_id: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(f"run {run_id}: cannot read {path.name}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadInput(f"run {run_id}: {path.name} is not a record")
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BadInput(
-            f"run {run_id} was written in run format {version!r}, and this stop reads "
-            f"format {FORMAT_VERSION}; open it with the stop version that made it"
-        )
-    return data
-
-
 def read_run(run_dir: Path) -> RunView:
     run_id = run_dir.name
     if not (run_dir / "config.json").is_file():
         raise BadInput(f"{run_dir} is not a stop run (it has no config.json)")
-    config = _load_json(run_dir / "config.json", run_id)
+    config = read_json(run_dir / "config.json", run_id)
     events = read_events(run_dir)
     started = next((e for e in events if isinstance(e, Started)), None)
     kind = started.kind if started else ("self-improve" if "rounds" in config else "improve")
@@ -340,7 +322,7 @@ def read_run(run_dir: Path) -> RunView:
     }
     try:
         if kind == "self-improve":
-            nodes = _generations(run_dir, run_id)
+            nodes = _generations(run_dir)
             in_progress = len(nodes) if status == "running" else None
             return RunView(
                 **common, rounds=config.get("rounds"), nodes=nodes, in_progress=in_progress
@@ -381,34 +363,28 @@ def _records(run_dir: Path, run_id: str) -> tuple[dict[str, Any], list[str]]:
     return records, warnings
 
 
-def _generations(run_dir: Path, run_id: str) -> list[Node]:
-    nodes = []
-    for path in sorted((run_dir / "generations").glob("gen_*.json")):
-        g = GenerationRecord.model_validate(_load_json(path, run_id))
-        nodes.append(
-            Node(
-                gen=g.gen,
-                parent=g.parent,
-                path=g.path,
-                val=g.meta_utility_val,
-                test=g.meta_utility_test,
-                kept=g.kept,
-                status=g.improver_status,
-                error=g.improver_error,
-                tokens=g.usage.tokens,
-                calls=g.usage.calls,
-                seconds=g.seconds,
-                circumvented=g.circumvented,
-                audit=[f"{f.kind}: {f.text} (line {f.line})" for f in g.audit],
-                findings=g.findings,
-                candidates=g.candidates,
-                tests=g.meta.tests,
-            )
+def _generations(run_dir: Path) -> list[Node]:
+    return [
+        Node(
+            gen=g.gen,
+            parent=g.parent,
+            path=g.path,
+            val=g.meta_utility_val,
+            test=g.meta_utility_test,
+            kept=g.kept,
+            status=g.improver_status,
+            error=g.improver_error,
+            tokens=g.usage.tokens,
+            calls=g.usage.calls,
+            seconds=g.seconds,
+            circumvented=g.circumvented,
+            audit=[f"{f.kind}: {f.text} (line {f.line})" for f in g.audit],
+            findings=g.findings,
+            candidates=g.candidates,
+            tests=g.meta.tests,
         )
-    for i, node in enumerate(nodes):
-        if node.gen != i:
-            raise BadInput(f"run {run_id} is missing generation {i}")
-    return nodes
+        for g in read_generations(run_dir)
+    ]
 
 
 def _exit_run(events: list[Any], config: dict[str, Any], common: _Common) -> RunView:
@@ -439,11 +415,11 @@ def _exit_run(events: list[Any], config: dict[str, Any], common: _Common) -> Run
 
 def _improve_run(run_dir: Path, run_id: str, config: dict[str, Any], common: _Common) -> RunView:
     records = [
-        CandidateRecord.model_validate(_load_json(path, run_id))
+        read_record(path, CandidateRecord, run_id, "candidate record")
         for path in sorted((run_dir / "candidates").glob("*.json"))
     ]
     result_path = run_dir / "result.json"
-    result = _load_json(result_path, run_id) if result_path.is_file() else None
+    result = read_json(result_path, run_id) if result_path.is_file() else None
     original = next((r.index for r in records if r.origin == "original"), None)
     chosen = None
     if result is not None and result.get("improved"):
