@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
-import time
 from typing import Any
 
 from stop.sandbox import slots
@@ -74,44 +73,6 @@ def sandbox_uid(result: SandboxResult) -> int:
     return uids[0]
 
 
-def _state(stat_path: str) -> str:
-    with open(stat_path, "rb") as f:
-        return f.read().rsplit(b")", 1)[-1].split()[0].decode()
-
-
-def live_pids_of_uid(uid: int) -> list[int]:
-    """Processes with any thread of real or effective `uid` that is not a zombie.
-
-    Threads are checked one by one: a thread-group leader can be a zombie while its
-    other threads still run.
-    """
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"{entry.path}/status") as f:
-                uids = next(line for line in f if line.startswith("Uid:")).split()[1:3]
-            if str(uid) not in uids:
-                continue
-            tasks = os.listdir(f"{entry.path}/task")
-            if any(_state(f"{entry.path}/task/{t}/stat") != "Z" for t in tasks):
-                found.append(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
-            continue
-    return found
-
-
-def survivors(uid: int, grace_s: float = 2.0) -> list[int]:
-    """Live processes of `uid`, after giving killed ones `grace_s` to finish dying."""
-    end = time.monotonic() + grace_s
-    while True:
-        left = live_pids_of_uid(uid)
-        if not left or time.monotonic() > end:
-            return left
-        time.sleep(0.05)
-
-
 def kill_all(pids: list[int]) -> None:
     for pid in pids:
         try:
@@ -125,6 +86,6 @@ def assert_no_survivors(result: SandboxResult) -> None:
     left = jailcheck.survivors({jailcheck.pid_namespace(result)})
     assert not left, f"processes of the sandbox's jail survived: {left}"
     if ROOT:
-        left = survivors(sandbox_uid(result))
+        left = jailcheck.uid_survivors({sandbox_uid(result)}, grace_s=2.0)
         kill_all(left)  # never leave a runaway behind, even when the test fails
         assert not left, f"processes of the sandbox uid survived: {left}"

@@ -31,7 +31,6 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,37 +55,6 @@ PACKAGE = Path(stop.__file__).resolve().parent
 
 
 # --- processes, files and IPC objects of a user id --------------------------------
-
-
-def _proc_uids(pid_dir: str) -> set[int]:
-    with open(f"{pid_dir}/status") as f:
-        line = next(x for x in f if x.startswith("Uid:"))
-    return {int(x) for x in line.split()[1:]}
-
-
-def live_processes(uids: set[int]) -> list[int]:
-    """Live processes with any of `uids` as real, effective, saved or file-system uid.
-
-    Read from /proc/<pid>/status, not the directory's owner: /proc/<pid> of a process
-    that made itself non-dumpable may be owned by root."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if _proc_uids(entry.path) & uids and jailcheck.alive(entry.path):
-                    found.append(int(entry.name))
-            except (OSError, StopIteration, ValueError):
-                continue
-    return found
-
-
-def survivors(uids: set[int], grace_s: float = 3.0) -> list[int]:
-    end = time.monotonic() + grace_s
-    while True:
-        left = live_processes(uids)
-        if not left or time.monotonic() > end:
-            return left
-        time.sleep(0.05)
 
 
 def _shared_dirs() -> list[str]:
@@ -182,7 +150,7 @@ class World:
         if ROOT:
             uids = self.uids
             assert uids and all(200_000 <= u < 300_000 for u in uids), uids
-            left = survivors(uids)
+            left = jailcheck.uid_survivors(uids)
             assert not left, f"processes of the sandbox users survived: {left}"
             assert not leftover_files(uids), leftover_files(uids)
             assert not ipc_objects(uids), (
@@ -208,7 +176,7 @@ class World:
 
     def clean(self) -> None:
         """Whatever a failed case left behind goes, so that it cannot fail the next one."""
-        for pid in live_processes(self.uids):
+        for pid in jailcheck.processes_of(self.uids):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

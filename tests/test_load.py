@@ -24,7 +24,8 @@ from stop.sandbox import reaper, slots
 from stop.scoring.utility import Target, UtilityOptions
 from tests.helpers import FIB
 from tests.hostile.corpus import CANDIDATES
-from tests.test_hostile import ipc_objects, leftover_files, live_processes, survivors
+from tests.jailcheck import processes_of, uid_survivors
+from tests.test_hostile import ipc_objects, leftover_files
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0,
@@ -162,7 +163,7 @@ def test_two_hundred_concurrent_evaluations_a_fifth_hostile(monkeypatch):
 
         # Nothing is left behind.
         assert not _children_of(me), f"children or zombies of the host: {_children_of(me)}"
-        left = survivors(uids)
+        left = uid_survivors(uids)
         assert not left, f"processes of sandbox users survived: {left}"
         assert not [d for d in dirs if os.path.exists(d)]
         assert not leftover_files(uids), leftover_files(uids)
@@ -171,7 +172,7 @@ def test_two_hundred_concurrent_evaluations_a_fifth_hostile(monkeypatch):
         assert rss_after_mb - rss_before_mb < RSS_BOUND_MB, (rss_before_mb, rss_after_mb)
         assert elapsed < 300  # a loose bound: a hang would be far beyond it
     finally:
-        for pid in live_processes(uids):
+        for pid in processes_of(uids):
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:

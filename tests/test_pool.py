@@ -238,7 +238,7 @@ HOST = """
 import sys, textwrap
 sys.path.insert(0, {root!r})
 from stop.sandbox.runner import Limits, run_job
-from tests.test_hostile import live_processes
+from tests.jailcheck import processes_of
 print("ready", flush=True)
 run_job("call", {{"code": "def f():\\n    while True:\\n        pass\\n", "entry": "f",
                  "inputs": [[]]}}, Limits(wall_s=60), use_pool={pool})
