@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stop.errors import BadInput
 from stop.records import Budget, SelfImproveConfig, Shape
 
 
@@ -44,6 +45,58 @@ def profile(backend: str) -> Profile:
 def override(budget: Budget, **given: Any) -> Budget:
     """`budget` with the fields the user set (not None)."""
     return budget.model_copy(update={k: v for k, v in given.items() if v is not None})
+
+
+class Preset(Shape):
+    """Another tool's settings, by name (`--preset`), laid over a kind of model's profile:
+    what is not named here (tokens per response, time limits) stays the profile's."""
+
+    name: str
+    max_responses_per_call: int
+    model_requests: int  # model calls per improver run, each of at most the above
+    evaluations: int  # of the utility per improver run; of the meta-utility per round
+    tests: int  # meta-utility tests (k)
+    rounds: int  # of self-improvement
+
+    def apply(self, base: Profile) -> Profile:
+        def budget(b: Budget) -> Budget:
+            return override(
+                b,
+                max_responses_per_call=self.max_responses_per_call,
+                model_requests=self.model_requests,
+                # A completion cap that the calls alone reach: requests x samples.
+                model_calls=self.model_requests * self.max_responses_per_call,
+                evaluations=self.evaluations,
+            )
+
+        return Profile(
+            improve=budget(base.improve),
+            round=budget(base.round),
+            test=budget(base.test),
+            tests=self.tests,
+        )
+
+
+# microsoft/stop's config.py: n = 6 samples per call, m = 4 calls, n * m + 1 = 25
+# evaluations of the utility and of the meta-utility, 5 meta-utility tests, 6 rounds.
+# Temperatures are its improvers' own (0.7 for the seed).
+PRESETS = {
+    "stop-paper": Preset(
+        name="stop-paper",
+        max_responses_per_call=6,
+        model_requests=4,
+        evaluations=25,
+        tests=5,
+        rounds=6,
+    ),
+}
+
+
+def preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise BadInput(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
 
 
 LOCAL_TOKENS_PER_S = 25.0  # generation on 2 cores; prompts are read about ten times faster

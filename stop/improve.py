@@ -93,6 +93,13 @@ def rescore(
     return baseline, failed[0] if failed else _median(evaluations)
 
 
+def _best_scored(scored: list[tuple[str, Evaluation]], original: str) -> str | None:
+    """The best program the improver had scored, other than the original; the first of
+    equals."""
+    rivals = [(p, e) for p, e in scored if e.status == "ok" and p.strip() != original.strip()]
+    return max(rivals, key=lambda pe: pe[1].score)[0] if rivals else None
+
+
 def _median(evaluations: list[Evaluation]) -> Evaluation:
     ranked = sorted(evaluations, key=lambda e: e.score)
     return ranked[len(ranked) // 2]
@@ -131,9 +138,12 @@ def _run(
     started: float,
 ) -> ImproveResult:
     candidates: list[CandidateRecord] = []
+    scored: list[tuple[str, Evaluation]] = []  # what the improver had scored, in order
 
     def on_candidate(origin: str, program: str | None, evaluation: Evaluation) -> None:
         candidates.append(store.save_candidate(origin, program, evaluation))
+        if program is not None:
+            scored.append((program, evaluation))
 
     def on_request(kind: str, n: int) -> None:
         store.emit(ModelRequested(n=n) if kind == "generate" else ScoreRequested())
@@ -161,6 +171,10 @@ def _run(
         and outcome.program.strip() != target.source.strip()
     )
     candidate = outcome.program if changed else None
+    if outcome.status != "ok":
+        # An improver that fails after scoring candidates (a STOP improver raises once the
+        # model's budget is spent) still leaves them: its best one is re-scored like a choice.
+        candidate = _best_scored(scored, target.source)
     baseline, chosen = rescore(utility, target.source, candidate)
     best_program, best = target.source, baseline
     if (

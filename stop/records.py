@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FORMAT_VERSION = 2
 
-Status = Literal["ok", "wrong_answer", "timeout", "crash", "syntax_error", "no_code"]
+# rejected: unrun, for changing what the target fixes (outside its EVOLVE-BLOCKs)
+Status = Literal["ok", "wrong_answer", "timeout", "crash", "syntax_error", "no_code", "rejected"]
 Sandbox = Literal["jail", "weak"]  # what ran a run's untrusted code
 FeedbackKind = Literal["wrong_answer", "exception", "timeout", "syntax_error"]
 
@@ -64,7 +65,11 @@ class Feedback(Shape):
     message: str | None = None
 
 
-_FEEDBACK_KIND: dict[str, FeedbackKind] = {"crash": "exception", "no_code": "syntax_error"}
+_FEEDBACK_KIND: dict[str, FeedbackKind] = {
+    "crash": "exception",
+    "no_code": "syntax_error",
+    "rejected": "wrong_answer",
+}
 
 
 class Evaluation(Shape):
@@ -138,6 +143,9 @@ class Budget(Shape):
     meta-utility test's. The host enforces every field; the improver sees them."""
 
     model_calls: int  # completions
+    # Requests (prompt or batch_prompt calls) in all, as STOP counts its model budget;
+    # None: no cap. When set, it is the `language_model.budget` an improver reads.
+    model_requests: int | None = None
     max_responses_per_call: int
     max_tokens: int  # per response
     model_tokens: int | None = None  # prompt and completion tokens in all; None: no cap
@@ -235,7 +243,8 @@ class ImproveResult(Record):
     target: str
     utility: str
     score_range: str
-    status: Literal["completed", "improver_failed"]  # improver_failed: the original is kept
+    # improver_failed: the original is kept, or the best candidate it had scored if better
+    status: Literal["completed", "improver_failed"]
     improver: ImproverOutcome
     baseline_score: float
     best_score: float
@@ -280,7 +289,8 @@ class MetaScore(Shape):
 
 
 class Proposal(Shape):
-    """One improver a round's improver scored with the meta-utility on its way."""
+    """One improver a round's improver scored with the meta-utility on its way, kept in
+    the record whether it won or not, so that a reverted round can say why."""
 
     origin: str
     sha256: str | None  # first 12 hex digits of the source
@@ -289,6 +299,9 @@ class Proposal(Shape):
     circumvented: bool  # it tried to switch the sandbox off
     audit: list[str]  # "kind: text (line n)"
     findings: list[str]
+    test: float | None = None  # meta-utility on the test split; None: not scored
+    error: str | None = None  # why it failed: the first failing meta-utility test's error
+    path: str | None = None  # its source, relative to the run directory; None: no code
 
 
 class GenerationRecord(Record):
@@ -302,12 +315,18 @@ class GenerationRecord(Record):
     kept: bool
     improver_status: str  # of the improver that proposed this generation
     improver_error: str | None = None
+    # What the proposing improver's own run found: the guard's blocks, the bait, budgets
+    # it asked past (a proposal scored past the round's budget is never evaluated).
+    improver_findings: list[str] = []
     candidates: list[Proposal]  # the proposals it was chosen from, with their scores
     usage: Usage  # language model, proposing and scoring this generation
     seconds: float
     audit: list[Finding] = []  # what its source tries, read without running it
     findings: list[str] = []  # what it did at run time (the guard's), and gaming signals
     circumvented: bool = False  # it tried to switch the sandbox off
+    # Why it was kept or reverted, one line ("every proposal failed: proposal 1 crashed:
+    # ..."); None in records written before this was kept.
+    reason: str | None = None
 
 
 class SelfImproveResult(Record):
@@ -368,6 +387,14 @@ class Calibrated(_Event):
     event: Literal["calibrated"] = "calibrated"
     utility: str
     seconds: float
+
+
+class Printed(_Event):
+    """A line the user's own code (a utility file's build or scorer) printed in the host:
+    kept in the run's log, so stdout stays the command's own."""
+
+    event: Literal["printed"] = "printed"
+    text: str
 
 
 class ImproverStarted(_Event):
@@ -448,6 +475,7 @@ Event = Annotated[
     | Resumed
     | Calibrating
     | Calibrated
+    | Printed
     | ImproverStarted
     | ModelRequested
     | ScoreRequested

@@ -26,12 +26,15 @@ from stop.records import (
     Finding,
     Finished,
     GenerationRecord,
+    ImproverOutcome,
     MetaScore,
     Proposal,
     RoundStarted,
     SelfImproveConfig,
     SelfImproveResult,
+    Status,
     Usage,
+    trim,
 )
 from stop.sandbox.jail import sandbox_kind
 from stop.sandbox.runner import Limits
@@ -95,7 +98,18 @@ def self_improve(
             score = meta.score(seed_source)
             generations.append(
                 _save(
-                    store, 0, None, seed_source, score, True, "ok", None, [], score.usage, started
+                    store,
+                    0,
+                    None,
+                    seed_source,
+                    score,
+                    True,
+                    "ok",
+                    None,
+                    [],
+                    score.usage,
+                    started,
+                    reason="the seed",
                 )
             )
         for round_ in range(len(generations), config.rounds + 1):
@@ -134,19 +148,20 @@ def _round(
     meta.uses = 0  # a fresh budget of meta-utility evaluations each round
     # Seeds differ by round so that each round draws new proposals.
     model = run.model(config.round_budget, derive_seed(config.seed, "round", round_), "improver")
-    candidates: list[Proposal] = []
+    # Every proposal with its source, in the order the improver asked for them: the
+    # rejected ones are what tells why a round was reverted.
+    proposed: list[tuple[Proposal, str | None]] = []
 
     def on_candidate(origin: str, program: str | None, evaluation: Evaluation) -> None:
-        audit = audit_source(program or "")
-        candidates.append(
-            Proposal(
-                origin=origin,
-                sha256=hashlib.sha256(program.encode()).hexdigest()[:12] if program else None,
-                status=evaluation.status,
-                val=evaluation.score,
-                circumvented=_circumvents(audit, evaluation.findings),
-                audit=[f"{f.kind}: {f.text} (line {f.line})" for f in audit],
-                findings=evaluation.findings,
+        proposed.append(
+            _proposal(
+                origin,
+                program,
+                evaluation.status,
+                evaluation.score,
+                evaluation.metrics.get("test"),
+                evaluation.detail,
+                evaluation.findings,
             )
         )
 
@@ -162,6 +177,9 @@ def _round(
     # The host's own scoring decides; what the improver believed counts for nothing.
     score = meta.score(proposal)
     kept = proposal.strip() != parent_source.strip() and score.val > parent.meta_utility_val
+    path = f"generations/gen_{round_:03d}.py"
+    candidates, sources = _place(proposed, round_, {proposal: path, parent_source: parent.path})
+    reason = _reason(kept, parent, proposal, parent_source, score, outcome, candidates)
     return _save(
         store,
         round_,
@@ -174,7 +192,118 @@ def _round(
         candidates,
         model.usage + score.usage,
         started,
+        reason=reason,
+        proposals=sources,
+        improver_findings=outcome.findings,
     )
+
+
+def _proposal(
+    origin: str,
+    program: str | None,
+    status: Status,
+    val: float,
+    test: float | None,
+    error: str | None,
+    findings: list[str],
+) -> tuple[Proposal, str | None]:
+    audit = audit_source(program or "")
+    proposal = Proposal(
+        origin=origin,
+        sha256=hashlib.sha256(program.encode()).hexdigest()[:12] if program else None,
+        status=status,
+        val=val,
+        test=test,
+        error=error,
+        circumvented=_circumvents(audit, findings),
+        audit=[f"{f.kind}: {f.text} (line {f.line})" for f in audit],
+        findings=findings,
+    )
+    return proposal, program
+
+
+def _place(
+    proposed: list[tuple[Proposal, str | None]], gen: int, known: dict[str, str]
+) -> tuple[list[Proposal], dict[str, str]]:
+    """Each proposal with the file its source is kept in: the parent's or the generation's
+    own file when it is one of those (the improver re-scoring its input, or the proposal
+    it returned), else one of its own under generations/gen_NNN/. Returns the proposals
+    and the new files to write (path -> source)."""
+    paths = dict(known)
+    files: dict[str, str] = {}
+    placed = []
+    for index, (proposal, source) in enumerate(proposed):
+        if source is not None:
+            path = paths.get(source)
+            if path is None:
+                path = paths[source] = f"generations/gen_{gen:03d}/proposal_{index:03d}.py"
+                files[path] = source
+            proposal = proposal.model_copy(update={"path": path})
+        placed.append(proposal)
+    return placed, files
+
+
+# How a proposal failed, as the end of "proposal 2 ...".
+_FAILED = {
+    "crash": "crashed",
+    "timeout": "timed out",
+    "syntax_error": "has a syntax error",
+    "no_code": "held no code",
+    "wrong_answer": "gave wrong answers",
+    "rejected": "was rejected unrun",
+}
+REASON_ERROR_CHARS = 120  # of an error's last line in a reason; the record keeps it whole
+REASON_FAILURES = 3  # failed proposals named in a reason; the record lists them all
+
+
+def _failure(status: str, error: str | None) -> str:
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    # A traceback's last line names the exception, which is what a reader wants first.
+    last = trim(lines[-1], REASON_ERROR_CHARS) if lines else ""
+    return f"{_FAILED.get(status, status)}: {last}" if last else _FAILED.get(status, status)
+
+
+def _reason(
+    kept: bool,
+    parent: GenerationRecord,
+    proposal: str,
+    parent_source: str,
+    score: MetaScore,
+    outcome: ImproverOutcome,
+    candidates: list[Proposal],
+) -> str:
+    """Why a round's generation was kept or reverted, in one line. Proposals are named by
+    their place in the record's candidates (0: usually the improver re-scoring its input)."""
+    bar = f"{parent.meta_utility_val:.3f} of generation {parent.gen}"
+    if kept:
+        return f"scored {score.val:.3f} > {bar}"
+    if outcome.status != "ok":
+        return f"the improver {_failure(outcome.status, outcome.error)}"
+    models = [(i, c) for i, c in enumerate(candidates) if c.origin == "model"]
+    failed = [f"proposal {i} {_failure(c.status, c.error)}" for i, c in models if c.status != "ok"]
+    if len(failed) > REASON_FAILURES:
+        failed = [*failed[:REASON_FAILURES], f"{len(failed) - REASON_FAILURES} more failed"]
+    if proposal.strip() == parent_source.strip():
+        if not models:
+            return "the improver returned its input and proposed nothing"
+        scored = [(i, c) for i, c in models if c.status == "ok"]
+        if not scored:
+            return "every proposal failed: " + "; ".join(failed)
+        i, best = max(scored, key=lambda pair: pair[1].val)
+        if best.val > parent.meta_utility_val:  # the improver chose its input regardless
+            head = f"the improver returned its input, though proposal {i} scored "
+            head += f"{best.val:.3f} > {bar}"
+        else:
+            head = f"no proposal beat its parent: the best, proposal {i}, scored "
+            head += f"{best.val:.3f} ≤ {bar}"
+        return "; ".join([head, *failed])
+    sha = hashlib.sha256(proposal.encode()).hexdigest()[:12]
+    which = next((f"proposal {i}" for i, c in models if c.sha256 == sha), "the returned proposal")
+    broken = [t for t in score.tests if t.improver_status != "ok"]
+    if broken and len(broken) == len(score.tests):
+        first = _failure(broken[0].improver_status, broken[0].error)
+        return f"{which} failed every meta-utility test: it {first}"
+    return f"{which} scored {score.val:.3f} ≤ {bar}"
 
 
 def _save(
@@ -189,7 +318,13 @@ def _save(
     candidates: list[Proposal],
     usage: Usage,
     started: float,
+    *,
+    reason: str | None = None,
+    proposals: dict[str, str] | None = None,
+    improver_findings: list[str] | None = None,
 ) -> GenerationRecord:
+    """`proposals`: the sources of the round's proposals that need files of their own
+    (path -> source), written with the generation."""
     audit = audit_source(source)
     record = GenerationRecord(
         gen=gen,
@@ -202,12 +337,14 @@ def _save(
         kept=kept,
         improver_status=improver_status,
         improver_error=improver_error,
+        improver_findings=improver_findings or [],
         candidates=candidates,
         usage=usage,
         seconds=time.monotonic() - started,
         audit=audit,
         findings=score.findings,
         circumvented=_circumvents(audit, score.findings),
+        reason=reason,
     )
-    store.save_generation(record, source)
+    store.save_generation(record, source, proposals or {})
     return record

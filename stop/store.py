@@ -256,7 +256,15 @@ class RunStore:
 
     # --- self-improve runs ----------------------------------------------------------
 
-    def save_generation(self, record: GenerationRecord, source: str) -> None:
+    def save_generation(
+        self, record: GenerationRecord, source: str, proposals: dict[str, str] | None = None
+    ) -> None:
+        """`proposals`: the round's rejected proposals' sources (path -> source), written
+        before the record so that a record never names a file that is not there."""
+        for path, text in (proposals or {}).items():
+            target = self.dir / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, text)
         self.write_text(record.path, source)
         # The record comes last: its presence is what makes the generation count as done.
         self.write_record(f"generations/gen_{record.gen:03d}.json", record)

@@ -10,7 +10,12 @@ Tests hand `backend=` a backend instance (a ScriptedBackend) and read its prompt
 
 from __future__ import annotations
 
+import io
+import logging
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -18,10 +23,48 @@ from stop.llm import build_backend
 from stop.llm.base import Backend
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel
-from stop.records import Budget, Calibrated, Calibrating, ModelSettings, Record, UtilityOptions
+from stop.records import (
+    Budget,
+    Calibrated,
+    Calibrating,
+    ModelSettings,
+    Printed,
+    Record,
+    UtilityOptions,
+)
 from stop.sandbox.executor import Executor, LocalExecutor
+from stop.scoring.blocks import RULE, Blocks
 from stop.scoring.utility import Target, Utility, load_utility
 from stop.store import EventLog, RunStore, Watcher
+
+log = logging.getLogger(__name__)
+
+
+class _PrintedToLog(io.TextIOBase):
+    """A stdout whose lines become `printed` events (and -v log lines)."""
+
+    def __init__(self, emit: Callable[[object], None]) -> None:
+        self._emit, self._partial, self._lock = emit, "", threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self._print(line)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            line, self._partial = self._partial, ""
+        if line:
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        log.info("printed: %s", line)
+        self._emit(Printed(text=line[:2000]))
 
 
 class Run:
@@ -46,11 +89,18 @@ class Run:
         self._cache: ResponseCache | None = None
 
     def __enter__(self) -> Run:
+        # What user code in the host prints (a utility file's build or scorer) goes to
+        # the run's log: stdout is the command's, one JSON object with --json.
+        self._stdout = sys.stdout
+        sys.stdout = _PrintedToLog(self.emit)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if isinstance(sys.stdout, _PrintedToLog):
+            sys.stdout.flush()
+        sys.stdout = self._stdout
         self.close()
 
     def close(self) -> None:
@@ -87,6 +137,7 @@ class Run:
             max_responses_per_call=budget.max_responses_per_call,
             max_tokens=budget.max_tokens,
             budget_calls=budget.model_calls,
+            budget_requests=budget.model_requests,
             budget_tokens=budget.model_tokens,
             seed=seed,
             cache=self.cache,
@@ -103,6 +154,9 @@ class Run:
         utility = load_utility(spec, target, options)
         utility.executor = self.executor
         utility.budget = evaluations
+        utility.blocks = Blocks.of(target.source, str(target.path))
+        if utility.blocks:  # the model is told what it may change
+            utility.description = f"{utility.description}\n\n{RULE}"
         self.emit(Calibrating(utility=utility.name))
         started = time.monotonic()
         utility.calibrate(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+from stop.errors import SandboxError
 from stop.host.improver import load_improver, run_improver
 from stop.host.prefetch import Prefetcher
 from stop.llm.base import Completion, Prompt
@@ -100,13 +101,15 @@ def test_a_prefetched_evaluation_never_asked_for_is_never_charged():
 
 
 def test_a_failed_prefetch_is_evaluated_again_on_request():
+    # A sandbox that could not run is not the program's result (a scorer that raises
+    # is: Utility.judge scores it 0), so the request evaluates it again.
     class Flaky(Recording):
         calls = 0
 
         def evaluate(self, program: str) -> Evaluation:
             Flaky.calls += 1
             if Flaky.calls == 1:
-                raise RuntimeError("the first evaluation fails")
+                raise SandboxError("the first sandbox fails")
             return super().evaluate(program)
 
     utility = Flaky(budget=2)

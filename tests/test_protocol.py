@@ -52,11 +52,17 @@ def test_a_request_without_its_fields_is_malformed(host):
         assert host.handle(body)["kind"] == Refusal.MALFORMED.value, body
 
 
-def test_spent_budgets_are_budget_refusals(host):
+def test_a_spent_model_budget_is_a_refusal_and_a_spent_utility_scores_0(host):
+    # STOP's semantics: its model raises past the call budget; its utility returns 0.
     answers = [host.handle(request(Op.UTILITY, program=FIB.read_text())) for _ in range(2)]
-    assert "ok" in answers[0] and answers[1]["kind"] == Refusal.BUDGET.value
-    with pytest.raises(BudgetExhausted):
-        unwrap(answers[1])
+    assert answers[0]["ok"] > 0 and answers[1] == {"ok": 0.0, "uses": 1, "budget": 1}
+    spent = host.handle(request(Op.UTILITY, program=FIB.read_text(), feedback=True))
+    assert spent["ok"]["score"] == 0.0 and spent["ok"]["status"] == "budget_spent"
     prompt = request(Op.BATCH_PROMPT, expertise="x", messages=["y"], temperature=0.7)
     assert "ok" in host.handle(prompt)
-    assert host.handle(prompt)["kind"] == Refusal.BUDGET.value
+    refused = host.handle(prompt)
+    assert refused["kind"] == Refusal.BUDGET.value
+    with pytest.raises(BudgetExhausted):
+        unwrap(refused)
+    # Each budget asked past is one finding, however often.
+    assert len([f for f in host.bait if "past its budget" in f]) == 2

@@ -252,8 +252,8 @@ def test_the_tasks_are_found():
 @pytest.mark.parametrize("name", NAMES)
 def test_instances_are_deterministic_json_data(name: str):
     spec = dataclasses.replace(TASKS[name].SPEC, val_size=3, test_size=3)
-    val, test = spec.instances("val"), spec.instances("test")
-    assert val == spec.instances("val") and test == spec.instances("test")
+    val, test = spec.instances_of("val"), spec.instances_of("test")
+    assert val == spec.instances_of("val") and test == spec.instances_of("test")
     assert val != test
     for instance in val + test:
         assert isinstance(instance, Instance)
@@ -262,9 +262,9 @@ def test_instances_are_deterministic_json_data(name: str):
             assert json.loads(json.dumps(part, allow_nan=False)) == part
     # The module's global random state plays no part.
     random.seed(1)
-    first = spec.instances("val")
+    first = spec.instances_of("val")
     random.seed(2)
-    assert spec.instances("val") == first
+    assert spec.instances_of("val") == first
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -396,7 +396,7 @@ def _hostile(name: str, instance: Instance) -> list[Any]:
 @pytest.mark.parametrize("name", NAMES)
 def test_hostile_outputs_score_zero(name: str):
     spec = dataclasses.replace(TASKS[name].SPEC, val_size=3)
-    for instance in spec.instances("val"):
+    for instance in spec.instances_of("val"):
         for output in COMMON_HOSTILE + _hostile(name, instance):
             value = spec.score(instance, output)
             assert value == 0.0 and type(value) is float, (name, output, value)
@@ -407,7 +407,7 @@ def test_scores_lie_in_unit_interval(name: str):
     """Random outputs of the right form score within [0, 1], never NaN."""
     spec = dataclasses.replace(TASKS[name].SPEC, val_size=3)
     rnd = random.Random(0)
-    for instance in spec.instances("val"):
+    for instance in spec.instances_of("val"):
         for _ in range(20):
             value = spec.score(instance, _random_output(name, instance, rnd))
             assert type(value) is float and math.isfinite(value) and 0.0 <= value <= 1.0
@@ -454,7 +454,7 @@ def test_scorers_never_raise_on_json(name: str, output: Any, which: int):
 
 @functools.cache
 def _small_instances(name: str) -> list[Instance]:
-    return dataclasses.replace(TASKS[name].SPEC, val_size=3).instances("val")
+    return dataclasses.replace(TASKS[name].SPEC, val_size=3).instances_of("val")
 
 
 def test_string_grid_scoring_follows_stop():
@@ -483,7 +483,7 @@ def test_maxcut_reference_is_a_real_cut():
     from utilities.maxcut import score
 
     spec = dataclasses.replace(TASKS["maxcut"].SPEC, val_size=2)
-    for instance in spec.instances("val"):
+    for instance in spec.instances_of("val"):
         matrix, reference = instance.answer["matrix"], instance.answer["reference"]
         n = len(matrix)
         assert all(matrix[i][j] == matrix[j][i] for i in range(n) for j in range(n))
@@ -501,7 +501,7 @@ def test_quadratic_assignment_normalization():
     from utilities.quadratic_assignment import _cost, score
 
     spec = dataclasses.replace(TASKS["quadratic_assignment"].SPEC, val_size=1)
-    (instance,) = spec.instances("val")
+    (instance,) = spec.instances_of("val")
     f, d, p = (np.array(m) for m in instance.answer["matrices"])
     rnd = np.random.default_rng(0)
     perms = np.array([rnd.permutation(len(f)) for _ in range(4000)])

@@ -58,9 +58,11 @@ def improve(
     as_json: bool = options.JSON,
     executor: options.ExecutorName = options.EXECUTOR,
     ray_address: str = options.RAY_ADDRESS,
+    preset: str = options.PRESET,
 ) -> None:
     """Ask a language model for rewrites of TARGET and keep the best by UTILITY."""
     from stop.defaults import override, profile
+    from stop.defaults import preset as find_preset
     from stop.improve import improve as run_improve
     from stop.records import ImproveConfig, UtilityOptions
     from stop.sandbox.executor import open_executor
@@ -68,6 +70,10 @@ def improve(
     from stop.wiring import Run
 
     settings = options.model_settings(backend, model, base_url, api_key_env, script, backend_option)
+    budgets = profile(settings.backend)
+    chosen_preset = find_preset(preset) if preset is not None else None
+    if chosen_preset:
+        budgets = chosen_preset.apply(budgets)
     config = ImproveConfig(
         target=target,
         utility=utility,
@@ -80,7 +86,7 @@ def improve(
         improver=improver,
         model=settings,
         budget=override(
-            profile(settings.backend).improve,
+            budgets.improve,
             model_calls=llm_budget,
             max_responses_per_call=samples,
             max_tokens=max_tokens,
@@ -90,6 +96,9 @@ def improve(
         runs_dir=runs_dir,
         use_cache=not no_cache,
     )
+    if chosen_preset:
+        given = {"samples": samples, "llm_budget": llm_budget, "budget": budget}
+        options.announce_preset(chosen_preset, "improve", given)
     # Opened before the run starts: an unreachable cluster leaves no run directory.
     chosen = open_executor(executor.value, ray_address)
     progress = None if as_json else ImproveProgress(Console(stderr=True))

@@ -80,15 +80,33 @@ def show_command(
         ..., help="A generation (an improve run: a candidate; an exit run: an iteration)."
     ),
     diff: bool = typer.Option(False, "--diff", help="Show the change against its parent."),
+    proposal: int | None = typer.Option(
+        None,
+        "--proposal",
+        min=0,
+        help="Self-improve: show this proposal of the generation's round instead (its "
+        "number in the proposals table), kept or rejected.",
+    ),
     runs_dir: Path = _RUNS_DIR,
 ) -> None:
     """A generation's improver source, syntax-highlighted, or its diff against its parent
-    (an expert-iteration run's iteration: its solve rates)."""
-    from stop.view.render import source
+    (an expert-iteration run's iteration: its solve rates); for a self-improve run, then
+    why it was kept or reverted and the proposals of its round, with their statuses,
+    errors and scores."""
+    from stop.view.render import proposal_source, proposals, source
     from stop.view.runs import open_run
 
     view = open_run(runs_dir, run_id)
-    Console().print(source(view, view.node(_generation(gen)), diff=diff))
+    node = view.node(_generation(gen))
+    console = Console()
+    if proposal is not None:
+        if view.kind != "self-improve":
+            raise BadInput("--proposal is for self-improve runs: their rounds have proposals")
+        console.print(proposal_source(view, node, proposal, diff=diff))
+        return
+    console.print(source(view, node, diff=diff))
+    if view.kind == "self-improve" and (node.parent is not None or node.candidates):
+        console.print(proposals(view, node))
 
 
 @app.command("view")

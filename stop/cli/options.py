@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from stop.errors import BadInput
 
 if TYPE_CHECKING:
+    from stop.defaults import Preset
     from stop.records import ModelSettings
 
 
@@ -45,6 +46,41 @@ EXECUTOR = typer.Option(
 RAY_ADDRESS = typer.Option(
     None, help="The Ray head node's HOST:PORT, for --executor ray (default: $RAY_ADDRESS)."
 )
+PRESET = typer.Option(
+    None,
+    help="Another tool's settings: stop-paper (STOP's code: 6 samples per call, 4 model "
+    "calls, 25 evaluations, 5 meta-utility tests, 6 rounds). Flags given override it.",
+)
+
+
+def announce_preset(preset: Preset, command: str, given: dict[str, Any]) -> None:
+    """One line on stderr (stdout may be --json's): what the preset set, and which of it
+    the flags in `given` (name: value, None when not given) replaced."""
+    from stop.cli import err_console
+
+    p, per = preset, " per test" if command == "self-improve" else ""
+    parts: list[tuple[str, str | None]] = [
+        (f"{p.max_responses_per_call} samples per call", "samples"),
+        (f"{p.model_requests} model calls per improver run", None),
+        (f"{p.model_requests * p.max_responses_per_call} completions", "llm_budget"),
+        (f"{p.evaluations} utility evaluations{per}", "budget"),
+    ]
+    if command == "self-improve":
+        parts += [
+            (f"{p.evaluations} meta-utility evaluations per round", None),
+            (f"{p.tests} meta-utility tests", "tests"),
+            (f"{p.rounds} rounds", "rounds"),
+        ]
+    kept = [what for what, flag in parts if flag is None or given.get(flag) is None]
+    replaced = [
+        f"--{flag.replace('_', '-')} {given[flag]}"
+        for _, flag in parts
+        if flag is not None and given.get(flag) is not None
+    ]
+    line = f"Preset {p.name}: {', '.join(kept)}"
+    if replaced:
+        line += f"; {', '.join(replaced)} as given"
+    err_console.print(line + ".", highlight=False, soft_wrap=True)
 
 
 def key_values(items: list[str] | None, flag: str) -> dict[str, str]:

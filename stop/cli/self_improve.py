@@ -38,9 +38,11 @@ def self_improve_command(
     as_json: bool = options.JSON,
     executor: options.ExecutorName = options.EXECUTOR,
     ray_address: str = options.RAY_ADDRESS,
+    preset: str = options.PRESET,
 ) -> None:
     """Apply the improver to its own source, scored by the meta-utility, round after round."""
     from stop.defaults import estimate, profile
+    from stop.defaults import preset as find_preset
     from stop.records import SelfImproveConfig
     from stop.sandbox.executor import open_executor
     from stop.self_improve import self_improve
@@ -49,7 +51,10 @@ def self_improve_command(
     from stop.wiring import Run
 
     flags = {"model": model, "base_url": base_url, "api_key_env": api_key_env, "script": script}
+    chosen_preset = None
     if resume is not None:
+        if preset is not None:
+            raise BadInput("a resumed run keeps its configuration: resume it without --preset")
         config = read_config(runs_dir, resume, SelfImproveConfig)
         given = {
             "rounds": rounds,
@@ -66,13 +71,16 @@ def self_improve_command(
             backend, model, base_url, api_key_env, script, backend_option
         )
         budgets = profile(settings.backend)
+        chosen_preset = find_preset(preset) if preset is not None else None
+        if chosen_preset:
+            budgets = chosen_preset.apply(budgets)
         if rounds is not None and rounds < 1:
             raise BadInput("--rounds must be at least 1")
         if tests is not None and tests < 1:
             raise BadInput("--tests must be at least 1")
         config = SelfImproveConfig(
             tasks=[t.strip() for t in (tasks or "lpn").split(",") if t.strip()],
-            rounds=5 if rounds is None else rounds,
+            rounds=(chosen_preset.rounds if chosen_preset else 5) if rounds is None else rounds,
             tests=tests or budgets.tests,
             iterative=not no_iterate,
             improver=improver or "seed",
@@ -86,6 +94,8 @@ def self_improve_command(
     # on stderr and no run directory.
     chosen = open_executor(executor.value, ray_address)
     err = Console(stderr=True)
+    if chosen_preset:
+        options.announce_preset(chosen_preset, "self-improve", {"tests": tests, "rounds": rounds})
     bound = estimate(config)
     line = f"Budget: at most {bound.calls} model calls, about {bound.tokens} tokens"
     if config.model.backend == "local":

@@ -116,8 +116,10 @@ OnRecord = Callable[[str, Any], None]  # name, JSON data an improver saves with 
 class ImproverHost:
     """Answers one improver's requests: one method per op of stop/sandbox/protocol.py.
 
-    Budgets are the model's and the utility's own (they refuse when spent); candidates
-    are scored as soon as they exist, beside the model's next work (the prefetcher).
+    Budgets are the model's and the utility's own, with STOP's semantics: a model call
+    past its budget is refused (the improver sees BudgetExhausted), a utility call past
+    its budget scores 0. Candidates are scored as soon as they exist, beside the model's
+    next work (the prefetcher).
     """
 
     def __init__(
@@ -135,7 +137,11 @@ class ImproverHost:
         self.on_candidate, self.on_record = on_candidate, on_record
         self.on_request = on_request or (lambda kind, n: None)
         self.ranker = ranker or CandidateRanker()
-        self.bait: list[str] = []  # what the improver asked for that it was refused
+        # What the improver asked for that it was refused (the sandbox off, a spent
+        # budget): findings of its run.
+        self.bait: list[str] = []
+        self._spent: set[str] = set()  # the budgets it asked past, each noted once
+        self._unrun: set[str] = set()  # programs it asked to score past the budget
         self.prefetcher = Prefetcher(utility)
         self.prefetcher.submit(initial_solution)
         self._ops = {
@@ -168,7 +174,13 @@ class ImproverHost:
 
     def _ask(self, request: _BatchPrompt) -> list[str]:
         self.on_request("generate", len(request.messages))
-        return self.model.batch_prompt(request.expertise, request.messages, request.temperature)
+        try:
+            return self.model.batch_prompt(request.expertise, request.messages, request.temperature)
+        except BudgetExhausted as exc:
+            # Refused, as STOP's model raises; the improver may catch it, and the run keeps
+            # what it had scored if it does not (stop/improve.py).
+            self._note_spent("model", f"asked the language model past its budget ({exc})")
+            raise
 
     def batch_prompt(self, fields: dict[str, Any]) -> dict[str, Any]:
         texts = self._ask(_BatchPrompt.model_validate(fields))
@@ -197,7 +209,14 @@ class ImproverHost:
         if not request.use_sandbox:
             self.bait.append(CIRCUMVENTION)
         self.on_request("score", 1)
-        evaluation = self.utility.use(request.program, self.prefetcher.take(request.program))
+        # Past the budget there is no prefetched evaluation worth waiting for; the utility
+        # refuses the use itself (and may note it: the meta-utility does).
+        spent = self.utility.uses >= self.utility.budget
+        evaluated = None if spent else self.prefetcher.take(request.program)
+        try:
+            evaluation = self.utility.use(request.program, evaluated)
+        except BudgetExhausted:
+            return self._past_budget(request)
         self.ranker.add(request.program, evaluation)
         original = request.program.strip() == self.initial_solution.strip()
         self.on_candidate("original" if original else "model", request.program, evaluation)
@@ -206,6 +225,36 @@ class ImproverHost:
             keys = {"score", "status", "detail", "feedback", "seconds", "metrics"}
             answer = evaluation.model_dump(include=keys)
         return ok(answer, uses=self.utility.uses, budget=self.utility.budget)
+
+    def _past_budget(self, request: _Score) -> dict[str, Any]:
+        """STOP's rule: once the budget is spent the utility scores 0 and raises nothing,
+        so an improver that overspends still returns its best. Nothing is evaluated; the
+        program is kept as a rejected candidate, so that what was proposed is on record."""
+        budget = self.utility.budget
+        self._note_spent(
+            "utility", f"asked the utility past its budget of {budget} evaluations (scored 0)"
+        )
+        if request.program not in self._unrun:  # an improver may ask again and again
+            self._unrun.add(request.program)
+            why = f"not evaluated: the utility's budget of {budget} evaluations was spent"
+            unrun = Evaluation(status="rejected", score=0.0, seconds=0.0, detail=why)
+            self.on_candidate("model", request.program, unrun)
+        answer: Any = 0.0
+        if request.feedback:
+            answer = {
+                "score": 0.0,
+                "status": "budget_spent",
+                "detail": f"utility budget of {budget} evaluations spent: not evaluated",
+                "seconds": 0.0,
+                "metrics": {},
+                "feedback": [],
+            }
+        return ok(answer, uses=self.utility.uses, budget=budget)
+
+    def _note_spent(self, kind: str, finding: str) -> None:
+        if kind not in self._spent:  # the first time only: later calls say nothing new
+            self._spent.add(kind)
+            self.bait.append(finding)
 
     def rank(self, fields: dict[str, Any]) -> dict[str, Any]:
         return ok(self.ranker.rank(_Rank.model_validate(fields).programs))

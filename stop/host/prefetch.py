@@ -27,7 +27,7 @@ class Prefetcher:
 
     def submit(self, program: str | None) -> None:
         if self._pool is not None and program and program not in self._pending:
-            self._pending[program] = self._pool.submit(self.utility.evaluate, program)
+            self._pending[program] = self._pool.submit(self.utility.judge, program)
 
     def take(self, program: str) -> Evaluation | None:
         """The prefetched evaluation of exactly `program` (waiting for it), once; None if

@@ -51,6 +51,7 @@ class LanguageModel:
         max_tokens: int,
         budget_calls: int,
         budget_tokens: int | None = None,
+        budget_requests: int | None = None,
         seed: int = 0,
         cache: ResponseCache | None = None,
         on_exchange: OnExchange | None = None,
@@ -62,6 +63,8 @@ class LanguageModel:
         self.max_tokens = max_tokens
         self.budget_calls = budget_calls
         self.budget_tokens = budget_tokens
+        self.budget_requests = budget_requests  # calls, as STOP counts them; None: no cap
+        self.requests = 0
         self.seed = seed
         self.cache = cache
         self.on_exchange = on_exchange
@@ -75,7 +78,10 @@ class LanguageModel:
 
     @property
     def budget(self) -> int:
-        """Completions left to request."""
+        """Completions left to request; with a cap on requests, requests left (STOP's
+        `language_model.budget` counts calls)."""
+        if self.budget_requests is not None:
+            return max(0, self.budget_requests - self.requests)
         return max(0, self.budget_calls - self.usage.calls)
 
     def _reserve(self, expertise: str, messages: list[str], temperature: float) -> list[Prompt]:
@@ -87,11 +93,18 @@ class LanguageModel:
         with self._lock:
             if self.usage.calls + len(messages) > self.budget_calls:
                 raise BudgetExhausted(
-                    f"language-model budget: {self.budget} of {self.budget_calls} calls left, "
-                    f"{len(messages)} asked"
+                    f"language-model budget: {self.budget_calls - self.usage.calls} of "
+                    f"{self.budget_calls} calls left, {len(messages)} asked"
                 )
             if self.budget_tokens is not None and self.usage.tokens >= self.budget_tokens:
                 raise BudgetExhausted(f"language-model token budget of {self.budget_tokens} spent")
+            if self.budget_requests is not None and messages:
+                if self.requests >= self.budget_requests:
+                    raise BudgetExhausted(
+                        f"language-model budget of {self.budget_requests} requests "
+                        "(prompt or batch_prompt calls) spent"
+                    )
+                self.requests += 1
             self.usage.calls += len(messages)
             prompts = []
             for message in messages:

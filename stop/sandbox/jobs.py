@@ -11,10 +11,13 @@ import json
 import math
 import os
 import statistics
+import sys
 from typing import Any
 
+from stop import helpers
 from stop.sandbox import guard, worker
 from stop.sandbox.proxies import LanguageModelProxy, UtilityProxy
+from stop.sandbox.remote import evaluate_job
 
 _type, _str, _float = type, str, float
 
@@ -82,8 +85,9 @@ def solve_job(payload: dict, chan: Any) -> dict:
     entry, limit_s = payload["entry"], float(payload["per_call_s"])
     max_reply = int(payload.get("max_reply_bytes", 16 << 20))
     results = []
-    for args in payload["inputs"]:
-        call = worker.run(code, entry, args, max_reply, timed=False, limit_s=limit_s)
+    seeds = payload.get("seeds") or [0] * len(payload["inputs"])
+    for args, seed in zip(payload["inputs"], seeds, strict=True):
+        call = worker.run(code, entry, args, max_reply, timed=False, limit_s=limit_s, seed=seed)
         _report(chan, call.findings)
         reply = call.reply
         if "error" in reply:
@@ -98,6 +102,8 @@ def improve_job(payload: dict, chan: Any) -> dict:
         code = _compile(payload["improver"], "<improver>")
     except (SyntaxError, ValueError) as exc:
         return {"outcome": "syntax_error", "error": f"line {getattr(exc, 'lineno', '?')}: {exc}"}
+    # STOP's improvers import their helpers as `helpers`: the same functions, one module.
+    sys.modules.setdefault("helpers", helpers)
     language_model = LanguageModelProxy(chan, **payload["language_model"])
     utility = UtilityProxy(chan, **payload["utility"])
     # Each finding goes to the host as it happens, as a message of its own: what the
@@ -132,4 +138,4 @@ def _improve(code: Any, initial_solution: str, utility: Any, language_model: Any
     return {"outcome": "ok", "program": program}
 
 
-JOBS = {"call": call_job, "solve": solve_job, "improve": improve_job}
+JOBS = {"call": call_job, "solve": solve_job, "improve": improve_job, "evaluate": evaluate_job}

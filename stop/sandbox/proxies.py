@@ -7,13 +7,16 @@ refuses on its own side.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from stop.sandbox.protocol import Op, request, unwrap
 
 
 class LanguageModelProxy:
-    """STOP's language-model interface: prompt, batch_prompt, budget, max_responses_per_call."""
+    """STOP's language-model interface: prompt, batch_prompt, budget, max_responses_per_call.
+    A call past the budget raises BudgetExhausted, as STOP's model raises once its call
+    budget is spent."""
 
     def __init__(self, chan: Any, budget: int, max_responses_per_call: int) -> None:
         self._chan = chan
@@ -25,8 +28,14 @@ class LanguageModelProxy:
     ) -> list[str]:
         return self._generate(request(Op.BATCH_PROMPT), expertise, message_batch, temperature)
 
-    def prompt(self, expertise: str, message: str, temperature: float = 0.7) -> str:
-        return self.batch_prompt(expertise, [message], temperature)[0]
+    def prompt(
+        self, expertise: str, message: str, n_responses: int = 1, temperature: float = 0.7
+    ) -> list[str]:
+        """STOP's signature: `n_responses` samples of one message, as a list. More than
+        `max_responses_per_call` is refused by the host, as STOP refuses it."""
+        # operator.index: a float here is a temperature passed in n_responses's place.
+        n = operator.index(n_responses)
+        return self.batch_prompt(expertise, [message] * n, temperature)
 
     def batch_edit(
         self, expertise: str, program: str, message_batch: list[str] | str, temperature: float = 0.7
@@ -54,7 +63,9 @@ class LanguageModelProxy:
 
 
 class UtilityProxy:
-    """Callable utility: `utility(program) -> float`, with `str`, `budget` and `uses`."""
+    """Callable utility: `utility(program) -> float`, with `str`, `budget` and `uses`.
+    As in STOP, a call once `uses` reaches `budget` scores 0 and raises nothing (the host
+    runs nothing, and keeps the program as a candidate rejected unrun)."""
 
     def __init__(self, chan: Any, name: str, description: str, budget: int) -> None:
         self._chan = chan
@@ -64,6 +75,8 @@ class UtilityProxy:
         self.uses = 0
 
     def __call__(self, program: str, use_sandbox: bool = True) -> float:
+        if _no_program(program):
+            return 0.0  # as in STOP: no program scores 0 and uses no budget
         body = request(Op.UTILITY, program=str(program))
         if use_sandbox is not True:
             body["use_sandbox"] = False  # the host notes the request and sandboxes anyway
@@ -72,7 +85,17 @@ class UtilityProxy:
     def evaluate(self, program: str) -> dict:
         """One use, like calling the utility, with what went wrong: a dict with `score`,
         `status`, `detail`, `seconds`, `metrics` and `feedback`, a list of failures
-        ({kind, input, expected, actual, message}) to show the model."""
+        ({kind, input, expected, actual, message}) to show the model. Past the budget,
+        score 0 and status `budget_spent`."""
+        if _no_program(program):
+            return {
+                "score": 0.0,
+                "status": "no_code",
+                "detail": "no program given",
+                "seconds": 0.0,
+                "metrics": {},
+                "feedback": [],
+            }
         return dict(self._score(request(Op.UTILITY, program=str(program), feedback=True)))
 
     def rank(self, programs: list[str]) -> list[int]:
@@ -96,3 +119,8 @@ class UtilityProxy:
 
     def __str__(self) -> str:
         return self.str
+
+
+def _no_program(program: Any) -> bool:
+    # STOP's falsy test, for the two falsy values an improver hands over (None, "").
+    return program is None or (isinstance(program, str) and not program)

@@ -29,7 +29,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from stop.sandbox import guard, jail
+from stop.sandbox import guard, jail, values
 from stop.sandbox.confine import die_with_parent
 
 _type, _len, _str = type, len, str
@@ -101,8 +101,13 @@ def run(
     max_reply: int,
     timed: bool = True,
     limit_s: float | None = None,
+    tagged: bool = False,
+    seed: int = 0,
 ) -> Call:
-    """Fork a worker to run `entry(*args)` from `code` once; `limit_s`: CPU seconds."""
+    """Fork a worker to run `entry(*args)` from `code` once; `limit_s`: CPU seconds.
+    `tagged`: `args` is `[args, kwargs]` and the output comes back in the encoding of
+    stop/sandbox/values.py (tuples and arrays kept), for an evaluator in another sandbox.
+    `seed` seeds `random` and numpy's global generator in the worker."""
     r, w = os.pipe()
     control_r, control_w = os.pipe()
     found_r, found_w = os.pipe()
@@ -111,9 +116,9 @@ def run(
     pid = os.fork()
     if pid == 0:  # the worker: untrusted code runs below
         try:
-            _become_worker(parent, (r, control_w, found_r), (w, control_r, found_w), timed)
+            _become_worker(parent, (r, control_w, found_r), (w, control_r, found_w), timed, seed)
             try:
-                result = _call(code, entry, args)
+                result = _call(code, entry, args, tagged)
             except BaseException as exc:  # noqa: BLE001 - SystemExit too is the program's fault
                 result = {"outcome": "crash", "error": trimmed_traceback(exc)}
             data = json.dumps(result).encode() + b"\n"
@@ -147,26 +152,37 @@ def run(
     return Call(reply, cpu, list(dict.fromkeys(line[:200] for line in lines if line))[:50])
 
 
-def _become_worker(parent: int, theirs: tuple, mine: tuple, timed: bool) -> None:
+def _set_apart(parent: int, keep: list[int]) -> None:
+    """A fork of the init becomes a process of its own: only descriptors `keep` (and the
+    standard streams), fresh folders, no capabilities."""
     die_with_parent(parent)  # if the host dies, the sandbox and all its workers go
-    for fd in theirs:
-        os.close(fd)
-    keep = sorted(mine)
-    os.closerange(3, keep[0])
-    os.closerange(keep[0] + 1, keep[1])
-    os.closerange(keep[1] + 1, keep[2])
-    os.closerange(keep[2] + 1, 1 << 16)
-    w, control_r, found_w = mine
+    keep = sorted(keep)
+    for low, high in zip([2, *keep], [*keep, 1 << 16], strict=True):
+        os.closerange(low + 1, high)
     if jail.inside:
         jail.fresh_scratch()
         jail.lock()
     else:  # a weak sandbox: a fresh folder at least (its /tmp is the machine's)
         os.mkdir(f"call-{os.getpid()}", 0o700)
         os.chdir(f"call-{os.getpid()}")
+
+
+def become_evaluator(parent: int, w: int) -> None:
+    """An OpenEvolve-style evaluator's process (stop/sandbox/remote.py): the user's code,
+    set apart like a worker, but with no guard and the sandbox's process limit, since
+    evaluators start threads and subprocesses. The program it scores is not in it."""
+    _set_apart(parent, [w])
+
+
+def _become_worker(parent: int, theirs: tuple, mine: tuple, timed: bool, seed: int) -> None:
+    for fd in theirs:
+        os.close(fd)
+    _set_apart(parent, list(mine))
+    w, control_r, found_w = mine
     # One process for this uid (the sandbox's init) is already running, so no fork or
     # thread can start: every cycle spent lands in this process's CPU time.
     resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
-    _seed_random()
+    _seed_random(seed)
     if timed:
         _prefault()
     write = os.write  # bound now: the candidate may rebind os.write, not this
@@ -182,26 +198,29 @@ def _become_worker(parent: int, theirs: tuple, mine: tuple, timed: bool) -> None
     os.read(control_r, 1)  # sleep while the init reads our CPU clock
 
 
-def _call(code: Any, entry: str, args: list) -> dict:
+def _call(code: Any, entry: str, args: list, tagged: bool = False) -> dict:
     """Runs in the worker: the only process that executes the candidate."""
+    kwargs: dict = {}
+    if tagged:  # decoded before the candidate's code runs and can change the decoder
+        args, kwargs = values.decode(args[0]), values.decode(args[1])
     namespace = {"__name__": "__candidate__", "__builtins__": builtins}
     exec(code, namespace)
     fn = namespace.get(entry)
     if not callable(fn):
         return {"outcome": "crash", "error": f"the program defines no function {entry!r}"}
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     try:
-        return {"outcome": "ok", "output": to_plain(out)}
-    except NotPlain as exc:
+        return {"outcome": "ok", "output": values.encode(out) if tagged else to_plain(out)}
+    except (NotPlain, values.NotPlain) as exc:
         return {"outcome": "wrong_answer", "error": _str(exc)}
 
 
-def _seed_random() -> None:
+def _seed_random(seed: int) -> None:
     """The same program on the same input gives the same answer, every run."""
-    random.seed(0)
+    random.seed(seed)
     numpy_random = sys.modules.get("numpy.random")  # loaded: jobs that use numpy preload it
     if numpy_random is not None:
-        numpy_random.seed(0)
+        numpy_random.seed(seed)
 
 
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+

@@ -3,13 +3,15 @@
 Built-in utilities live in the `utilities` package (`--utility speed`); a user's own is a
 Python file that defines `build(target, options) -> Utility` (`--utility my_util.py`).
 A utility file is the user's own code and runs in the host; the programs it scores run
-in the sandbox.
+in the sandbox. A file that defines `evaluate(program_path)` and no `build` is an
+OpenEvolve evaluator (stop/scoring/evaluator.py), which runs only in the sandbox.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -17,10 +19,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from stop.errors import BadInput, BudgetExhausted
+from stop.errors import BadInput, BudgetExhausted, StopError
 from stop.records import MAX_FEEDBACK, Evaluation, Feedback, UtilityOptions, shown, trim
 from stop.sandbox.executor import Executor, LocalExecutor
 from stop.sandbox.runner import Limits, SandboxResult
+from stop.scoring.blocks import Blocks
+
+log = logging.getLogger(__name__)
 
 # What a utility file needs, importable from here.
 __all__ = [
@@ -64,6 +69,7 @@ class Utility(ABC):
         self.budget = budget
         self.executor: Executor = executor or LocalExecutor()
         self.uses = 0
+        self.blocks: Blocks | None = None  # the target's EVOLVE-BLOCKs: the rest is fixed
 
     def calibrate(self, target: Target) -> None:
         """Measure what scoring needs before the run starts (the speed utility times the
@@ -74,11 +80,37 @@ class Utility(ABC):
     def evaluate(self, program: str) -> Evaluation:
         """The hidden scorer: sandboxed, never counted against the budget."""
 
+    def judge(self, program: str) -> Evaluation:
+        """`evaluate`, after what every utility shares: a program that changes the target
+        outside its EVOLVE-BLOCKs is rejected unrun, and a scorer that raises scores the
+        program 0 with the exception as the reason, so a user's bug loses no run."""
+        why = self.blocks.violation(program) if self.blocks else None
+        if why:
+            return Evaluation(status="rejected", score=0.0, seconds=0.0, detail=why)
+        try:
+            evaluation = self.evaluate(program)
+            if not isinstance(evaluation, Evaluation):
+                raise TypeError(
+                    f"evaluate returned a {type(evaluation).__name__}, not an Evaluation"
+                )
+            return evaluation
+        except StopError:
+            raise  # ours: a sandbox that cannot be set up is never the program's fault
+        except Exception as exc:  # noqa: BLE001 - the user's scorer, reported as its reason
+            log.warning("utility %s raised on a program", self.name, exc_info=True)
+            why = f"the utility's scorer raised {type(exc).__name__}: {exc}"
+            return Evaluation(status="crash", score=0.0, seconds=0.0, detail=trim(why))
+
     def run_job(
-        self, kind: str, payload: dict[str, Any], limits: Limits, preload: tuple[str, ...] = ()
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        limits: Limits,
+        preload: tuple[str, ...] = (),
+        read_paths: tuple[str, ...] = (),
     ) -> SandboxResult:
         """A sandbox job on this utility's executor."""
-        return self.executor.run(kind, payload, limits, preload)
+        return self.executor.run(kind, payload, limits, preload, read_paths)
 
     def use(self, program: str, evaluated: Evaluation | None = None) -> Evaluation:
         """One budgeted evaluation on behalf of an improver (`evaluated`: of this program,
@@ -86,7 +118,7 @@ class Utility(ABC):
         if self.uses >= self.budget:
             raise BudgetExhausted(f"utility budget of {self.budget} evaluations spent")
         self.uses += 1
-        return (evaluated or self.evaluate(program)).with_feedback()
+        return (evaluated or self.judge(program)).with_feedback()
 
     def improves(self, score: float, baseline: float) -> bool:
         return score > baseline * (1 + self.min_improvement) if baseline > 0 else score > baseline
@@ -107,6 +139,20 @@ def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
         path = Path(spec)
         if not path.is_file():
             raise BadInput(f"no utility file {spec}")
+        from stop.scoring import evaluator  # it builds on this module
+
+        source = _read_source(path)
+        defined = evaluator.names(source)
+        if "build" not in defined and "evaluate" in defined:
+            # An OpenEvolve evaluator: run only in the sandbox, never imported here.
+            custom = _custom(spec, evaluator, options.custom)
+            return evaluator.build(path, source, target, options.timeout_s, custom)
+        if "build" not in defined:
+            raise BadInput(
+                f"utility file {spec} defines neither build(target, options) (a stop "
+                "utility) nor evaluate(program_path) (an OpenEvolve evaluator)"
+            )
+        _flag_host_execution(spec, source)
         module_spec = importlib.util.spec_from_file_location(f"stop_user_utility_{path.stem}", path)
         if module_spec is None or module_spec.loader is None:
             raise BadInput(f"cannot load utility file {spec}")
@@ -131,6 +177,39 @@ def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
         raise BadInput(f"utility {spec} defines no build(target, options) function")
     options = options.model_copy(update={"custom": _custom(spec, module, options.custom)})
     return build(target, options) if argument is None else build(target, options, argument)
+
+
+def _read_source(path: Path) -> str:
+    try:
+        source = path.read_text()
+        compile(source, str(path), "exec", dont_inherit=True)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"cannot read utility file {path}: {exc}") from exc
+    except SyntaxError as exc:
+        raise BadInput(f"utility file {path} has a syntax error at line {exc.lineno}") from exc
+    return source
+
+
+def _flag_host_execution(spec: str, source: str) -> None:
+    """A utility file is the user's code and runs here; the programs it scores must not.
+    Code that runs a program itself (exec, importlib, subprocess) is said loudly."""
+    from stop.scoring.audit import audit_source
+
+    runners = ("subprocess", "importlib", "multiprocessing")
+    running = [
+        f
+        for f in audit_source(source)
+        if f.kind == "dynamic_code" or f.text.split()[-1].split(".")[0] in runners
+    ]
+    if running:
+        first = running[0]
+        log.warning(
+            "utility %s runs code itself (line %d: %s): the programs it scores must run in "
+            "the sandbox, through run_job or a TaskSpec (README: Writing a utility)",
+            spec,
+            first.line,
+            first.text,
+        )
 
 
 def builtin_utilities() -> list[str]:

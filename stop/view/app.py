@@ -135,6 +135,8 @@ class LineageApp(App[None]):
 
     def _summary(self, node: Node) -> RenderableType:
         lines: list[RenderableType] = [render.node_label(self.view, node)]
+        if self.view.kind == "self-improve" and node.parent is not None and node.reason:
+            lines.append(render.verdict(node))  # the tree's one line per node has no room
         if node.error:
             whose = {"self-improve": "improver", "exit": "iteration"}.get(
                 self.view.kind, "evaluation"
@@ -142,6 +144,7 @@ class LineageApp(App[None]):
             lines.append(Text(f"{whose}: {node.status}: {inert(node.error)}", style="red"))
         lines.extend(Text(f"audit: {inert(a)}", style="yellow") for a in node.audit)
         lines.extend(Text(f"finding: {inert(f)}", style="yellow") for f in node.findings)
+        lines.extend(Text(f"improver: {inert(f)}", style="yellow") for f in node.improver_findings)
         return Group(*lines)
 
     def _fill_body(self, tab: str, gen: int, content: RenderableType) -> None:
@@ -187,20 +190,7 @@ def candidates(view: RunView, node: Node) -> RenderableType:
     iteration's solve rate per task, with the change since the iteration before."""
     parts: list[RenderableType] = []
     if node.candidates:
-        table = Table(title="Proposals of its round", title_justify="left", expand=True)
-        for column in ("origin", "sha256", "status", "val", "flags"):
-            table.add_column(column)
-        for c in node.candidates:
-            flags = "; ".join((["sandbox-off attempt"] if c.circumvented else []) + c.findings)
-            # The proposals' origins and findings come from untrusted code's run.
-            table.add_row(
-                Text(inert(c.origin)),
-                c.sha256 or "-",
-                c.status,
-                render.fmt(c.val),
-                Text(inert(flags)),
-            )
-        parts.append(table)
+        parts.append(render.proposals_table(node))
     if node.tests:
         table = Table(title="Meta-utility tests", title_justify="left", expand=True)
         for column in ("task", "#", "improver", "val", "test", "error"):
@@ -216,6 +206,7 @@ def candidates(view: RunView, node: Node) -> RenderableType:
                 error,
             )
         parts.append(table)
+    parts.extend(rejected_sources(view, node))
     if view.kind == "exit":
         parts.append(solve_rates(view, node))
     if view.kind == "improve":
@@ -235,6 +226,21 @@ def candidates(view: RunView, node: Node) -> RenderableType:
         if "archive" in view.records:
             parts.append(render.archive_table(view.records["archive"]))
     return Group(*parts) if parts else Text("no candidates recorded", style="dim")
+
+
+def rejected_sources(view: RunView, node: Node) -> list[RenderableType]:
+    """The sources of the proposals a generation's round made that are not the generation
+    itself (its own is on the code tab), each under its status and error."""
+    parts: list[RenderableType] = []
+    for index, c in enumerate(node.candidates):
+        if c.origin != "model" or c.path is None or c.path == node.path:
+            continue
+        head = f"proposal {index}: {c.status}, val {render.fmt(c.val)}, {inert(c.path)}"
+        parts.append(Text(head, style="bold"))
+        if c.error:
+            parts.append(Text(inert(c.error), style="red"))
+        parts.append(render.numbered(view.proposal_source(c) or "", "python", plain=True))
+    return parts
 
 
 def solve_rates(view: RunView, node: Node) -> Table:

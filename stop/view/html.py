@@ -15,7 +15,8 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer, TextLexer
 
-from stop.view.runs import RunView
+from stop.view.inert import inert
+from stop.view.runs import Node, RunView
 
 _FORMATTER = HtmlFormatter(noclasses=True, nobackground=True, style="default")
 
@@ -32,7 +33,7 @@ table { border-collapse: collapse; } td, th { padding: 2px 10px; border-bottom: 
 th { text-align: left; } td.num { text-align: right; font-family: monospace; }
 details { margin: .5em 0; } summary { cursor: pointer; font-family: monospace; }
 pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: 12px; }
-.warn { color: #c62828; font-weight: bold; }
+.warn { color: #c62828; font-weight: bold; } .reason { color: #555; }
 """
 
 # Draws the lineage (x: generation, y: kept on top, reverted below) and the score chart.
@@ -67,7 +68,7 @@ function drawLineage() {
     const score = el('text', {x: x, y: y + 22, 'text-anchor': 'middle'}, a);
     score.textContent = n.val === null ? '-' : n.val.toFixed(2);
     const title = el('title', {}, a);
-    title.textContent = `${run.noun} ${n.gen}: ${n.strategy}`;
+    title.textContent = `${run.noun} ${n.gen}: ${n.strategy}` + (n.reason ? `; ${n.reason}` : '');
   }
 }
 function drawChart() {
@@ -102,7 +103,8 @@ drawLineage(); drawChart();
 
 def _code(text: str, kind: str) -> str:
     lexer = {"python": PythonLexer(), "diff": DiffLexer()}.get(kind, TextLexer())
-    return highlight(text, lexer, _FORMATTER)
+    # Pygments escapes markup but keeps control characters: made visible, as on a terminal.
+    return highlight(inert(text), lexer, _FORMATTER)
 
 
 def _archive(archive: object) -> str:
@@ -125,6 +127,47 @@ def _archive(archive: object) -> str:
     )
 
 
+def _proposals(view: RunView, node: Node) -> str:
+    """A generation's round: why it was kept or reverted, its proposals with statuses,
+    errors and scores, and the source of each one that is not the generation itself.
+    The improver and the model wrote the texts: every one is escaped, and its control
+    characters made visible (a page may be read as text, in a terminal)."""
+
+    def e(text: object) -> str:
+        return html.escape(inert(text))
+
+    if view.kind != "self-improve":
+        return ""
+    out = ""
+    if node.parent is not None and node.reason:
+        word = "Kept" if node.kept else "Reverted"
+        out += f"<p class='reason'>{word}: {e(node.reason)}</p>"
+    if node.status != "ok" and node.error:
+        out += f"<p class='warn'>The improver proposing it: {e(node.status)}: {e(node.error)}</p>"
+    out += "".join(f"<p class='reason'>The improver: {e(f)}</p>" for f in node.improver_findings)
+    if not node.candidates:
+        return out
+    rows = []
+    sources = []
+    for i, c in enumerate(node.candidates):
+        rows.append(
+            f"<tr class='proposal {e(c.status)}'><td class='num'>{i}</td><td>{e(c.origin)}</td>"
+            f"<td>{e(c.status)}</td><td class='num'>{c.val:.3f}</td>"
+            f"<td class='num'>{'-' if c.test is None else f'{c.test:.3f}'}</td>"
+            f"<td><code>{e(c.error or '')}</code></td><td>{e(c.path or '-')}</td></tr>"
+        )
+        # The generation's own source is above; the original is its parent's.
+        if c.origin == "model" and c.path is not None and c.path != node.path:
+            sources.append(
+                f"<details><summary>proposal {i} ({e(c.status)}) source ({e(c.path)})"
+                f"</summary>{_code(view.proposal_source(c) or '', 'python')}</details>"
+            )
+    return (
+        out + "<table><tr><th>#</th><th>origin</th><th>status</th><th>val</th><th>test</th>"
+        f"<th>error</th><th>source</th></tr>{''.join(rows)}</table>{''.join(sources)}"
+    )
+
+
 def export_html(view: RunView) -> str:
     nodes = [
         {
@@ -135,6 +178,7 @@ def export_html(view: RunView) -> str:
             "kept": n.kept,
             "circumvented": n.circumvented,
             "strategy": view.strategy(n),
+            "reason": n.reason,
         }
         for n in view.nodes
     ]
@@ -146,6 +190,8 @@ def export_html(view: RunView) -> str:
     for n in view.nodes:
         delta = view.delta(n)
         verdict = "kept" if n.kept else "reverted"
+        if view.kind == "self-improve" and n.parent is not None and n.reason:
+            verdict += f": {inert(n.reason)}"
         if view.kind == "improve":
             verdict = "chosen" if n.kept else n.status
         elif view.kind == "exit":  # every iteration is kept: what it solved says more
@@ -179,7 +225,7 @@ def export_html(view: RunView) -> str:
                 else ""
             )
             + f"<details><summary>{what}</summary>"
-            f"{_code(view.source(n), kind)}</details>"
+            f"{_code(view.source(n), kind)}</details>" + _proposals(view, n)
         )
     best = view.best
     extra = "".join(f"<p class='warn'>{e(w)}</p>" for w in view.warnings)

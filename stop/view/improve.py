@@ -37,6 +37,7 @@ _STATUS_STYLE = {
     "crash": "red",
     "syntax_error": "red",
     "no_code": "dim",
+    "rejected": "yellow",
 }
 
 

@@ -3,6 +3,7 @@ generation's source or diff. The terminal UI and `stop lineage` share these."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -62,8 +63,10 @@ def sparkline(values: list[float | None]) -> str:
     )
 
 
-def node_label(view: RunView, node: Node) -> Text:
-    """gen, scores, change against the parent, kept or reverted, tokens, strategy."""
+def node_label(view: RunView, node: Node, why: bool = False) -> Text:
+    """gen, scores, change against the parent, kept or reverted, tokens, strategy; with
+    `why`, a second line on why a reverted generation was reverted (a terminal tree
+    widget shows one line per node: it shows the reason elsewhere)."""
     label = Text()
     label.append(f"{short(view)} {node.gen}", style="bold")
     if view.kind == "self-improve":
@@ -89,6 +92,8 @@ def node_label(view: RunView, node: Node) -> Text:
     if node.tokens:
         label.append(f"  {node.tokens:,} tok", style="dim")
     label.append(f"  {inert(view.strategy(node))}", style="italic")
+    if why and view.kind == "self-improve" and not node.kept and node.reason:
+        label.append(f"\n↳ reverted: {inert(node.reason)}", style="red")
     return label
 
 
@@ -131,7 +136,7 @@ def lineage_tree(view: RunView) -> Tree:
     tree = Tree(title(view))
     branches: dict[int | None, Tree] = {}
     for node, parent in placement(view):
-        branches[node.gen] = branches.get(parent, tree).add(node_label(view, node))
+        branches[node.gen] = branches.get(parent, tree).add(node_label(view, node, why=True))
     if view.in_progress is not None:
         tree.add(Text(f"{short(view)} {view.in_progress}  in progress", style="cyan"))
     return tree
@@ -201,8 +206,13 @@ def source(view: RunView, node: Node, diff: bool = False, plain: bool = False) -
         return Text(text) if plain else highlight(text, "diff")
     if node.path is None and view.kind != "exit":  # an iteration's source: its solve rates
         return Text(f"{what} {node.gen} has no program (the model gave no code)", style="dim")
-    program = inert(view.source(node))
-    code = Text(program) if plain else highlight(program, lexer(view, node))
+    return numbered(view.source(node), lexer(view, node), plain)
+
+
+def numbered(program: str, language: str, plain: bool = False) -> Text:
+    """Untrusted source with line numbers, made inert, highlighted unless `plain`."""
+    program = inert(program)
+    code = Text(program) if plain else highlight(program, language)
     lines = code.split("\n", allow_blank=True)
     width = len(str(len(lines)))
     numbered = Text()
@@ -211,6 +221,99 @@ def source(view: RunView, node: Node, diff: bool = False, plain: bool = False) -
         numbered.append_text(line)
         numbered.append("\n")
     return numbered
+
+
+def last_line(text: str | None, limit: int = 100) -> str:
+    """An error's last non-empty line (a traceback's names the exception), trimmed."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 1] + "…"
+
+
+def verdict(node: Node) -> Text:
+    """A generation's "kept"/"reverted", and why when its record says."""
+    word = "kept" if node.kept else "reverted"
+    text = Text(word, style="green" if node.kept else "red")
+    if node.reason:
+        text.append(f": {inert(node.reason)}")
+    return text
+
+
+def proposals_table(node: Node) -> Table:
+    """The proposals of the round that made a generation: status, scores, error, where
+    its source is (the improver and the model wrote every cell but the numbers)."""
+    table = Table(title="Proposals of its round", title_justify="left", expand=True)
+    for column in ("#", "origin", "status", "val", "test", "error, findings", "source"):
+        table.add_column(column, justify="right" if column in ("#", "val", "test") else "left")
+    for index, c in enumerate(node.candidates):
+        flags = (["sandbox-off attempt"] if c.circumvented else []) + c.findings
+        error = "; ".join([last_line(c.error), *flags]) if c.error else "; ".join(flags)
+        table.add_row(
+            str(index),
+            Text(inert(c.origin)),
+            c.status,
+            fmt(c.val),
+            fmt(c.test),
+            Text(inert(error)),
+            Text(inert(c.path or "-")),
+        )
+    return table
+
+
+def proposals(view: RunView, node: Node) -> RenderableType:
+    """What `stop show` adds after a generation's source: why it was kept or reverted,
+    and what it was chosen from."""
+    parts: list[RenderableType] = []
+    if node.parent is not None:
+        parts.append(Text.assemble(f"{view.noun} {node.gen}: ", verdict(node)))
+    if node.status != "ok" and node.error:
+        parts.append(Text(f"improver: {node.status}: {inert(node.error)}", style="red"))
+    parts.extend(Text(f"improver: {inert(f)}", style="yellow") for f in node.improver_findings)
+    if node.candidates:
+        parts.append(proposals_table(node))
+        parts.append(
+            Text(
+                f"stop show {view.id} {node.gen} --proposal N: proposal N's source",
+                style="dim",
+            )
+        )
+    return Group(*parts)
+
+
+def proposal_source(
+    view: RunView, node: Node, index: int, diff: bool = False, plain: bool = False
+) -> RenderableType:
+    """Proposal `index` of a generation's round: status, scores and error, then its
+    source, or its diff against the improver it was proposed for (the parent's)."""
+    p = view.proposal(node, index)
+    head = Text(f"{view.noun} {node.gen}, proposal {index} ({inert(p.origin)}): ", style="bold")
+    head.append(f"{p.status}, val {fmt(p.val)}, test {fmt(p.test)}")
+    parts: list[RenderableType] = [head]
+    if p.error:
+        parts.append(Text(f"error: {inert(p.error)}", style="red"))
+    parts.extend(Text(f"audit: {inert(a)}", style="yellow") for a in p.audit)
+    program = view.proposal_source(p)
+    if program is None:
+        why = "the reply held no code" if p.status == "no_code" else "its source was not kept"
+        parts.append(Text(f"proposal {index} has no source ({why})", style="dim"))
+        return Group(*parts)
+    parts.append(Text(f"source: {inert(p.path)}", style="dim"))
+    parent = view.parent_of(node)
+    if diff and parent is not None:
+        changes = "".join(
+            difflib.unified_diff(
+                view.source(parent).splitlines(keepends=True),
+                program.splitlines(keepends=True),
+                fromfile=f"{view.noun} {parent.gen}",
+                tofile=f"proposal {index}",
+            )
+        )
+        text = inert(changes) or "the same as its parent"
+        parts.append(Text(text) if plain or not changes else highlight(text, "diff"))
+    else:
+        parts.append(numbered(program, "python", plain))
+    return Group(*parts)
 
 
 def highlight(code: str, language: str) -> Text:

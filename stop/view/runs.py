@@ -51,12 +51,14 @@ class Node(BaseModel):
     kept: bool  # self-improve: became the current improver; improve: the run's choice
     status: str  # how the improver that produced it ended, or the candidate's evaluation
     error: str | None = None
+    reason: str | None = None  # self-improve: why it was kept or reverted, one line
     tokens: int = 0
     calls: int = 0
     seconds: float = 0.0
     circumvented: bool = False
     audit: list[str] = []
     findings: list[str] = []
+    improver_findings: list[str] = []  # self-improve: of the run of the improver proposing it
     candidates: list[Proposal] = []  # what it was chosen from, with scores
     tests: list[TestResult] = []  # meta-utility tests
     solve_rates: dict[str, float] = {}  # expert iteration: task -> fraction solved, greedy
@@ -117,14 +119,28 @@ class RunView(BaseModel):
         """A node's program; an iteration's solve rates, which is what it made."""
         if self.kind == "exit":
             return _solve_rates_text(node)
-        if node.path is None:
-            return ""
-        if node.path not in self._sources:  # labels, diffs and summaries all read them
+        return "" if node.path is None else self._read(node.path)
+
+    def _read(self, path: str) -> str:
+        if path not in self._sources:  # labels, diffs and summaries all read them
             try:
-                self._sources[node.path] = (self.dir / node.path).read_text()
+                self._sources[path] = (self.dir / path).read_text()
             except OSError as exc:
-                raise BadInput(f"run {self.id}: cannot read {node.path}: {exc.strerror}") from exc
-        return self._sources[node.path]
+                raise BadInput(f"run {self.id}: cannot read {path}: {exc.strerror}") from exc
+        return self._sources[path]
+
+    def proposal(self, node: Node, index: int) -> Proposal:
+        """Proposal `index` of the round that made a generation (its place in the record,
+        as the reason and `stop show --proposal` number them)."""
+        if not 0 <= index < len(node.candidates):
+            have = f"0..{len(node.candidates) - 1}" if node.candidates else "none"
+            raise BadInput(f"{self.noun} {node.gen} has no proposal {index} (it has {have})")
+        return node.candidates[index]
+
+    def proposal_source(self, proposal: Proposal) -> str | None:
+        """A proposal's source; None when it had none (a reply with no code), or when it
+        was recorded before proposals' sources were kept."""
+        return None if proposal.path is None else self._read(proposal.path)
 
     def diff(self, node: Node) -> str:
         """Unified diff of a node's program against its parent's (empty for a root)."""
@@ -374,12 +390,14 @@ def _generations(run_dir: Path) -> list[Node]:
             kept=g.kept,
             status=g.improver_status,
             error=g.improver_error,
+            reason=g.reason,
             tokens=g.usage.tokens,
             calls=g.usage.calls,
             seconds=g.seconds,
             circumvented=g.circumvented,
             audit=[f"{f.kind}: {f.text} (line {f.line})" for f in g.audit],
             findings=g.findings,
+            improver_findings=g.improver_findings,
             candidates=g.candidates,
             tests=g.meta.tests,
         )

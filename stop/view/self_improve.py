@@ -7,8 +7,18 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
-from stop.records import GenerationSaved, RoundStarted, SelfImproveConfig, SelfImproveResult
+from stop.records import (
+    GenerationSaved,
+    RoundStarted,
+    SelfImproveConfig,
+    SelfImproveResult,
+    trim,
+)
+from stop.view.inert import inert
+
+WHY_CHARS = 100  # of a reverted generation's reason in the table; `stop lineage` has it all
 
 
 class SelfImproveProgress:
@@ -36,10 +46,13 @@ class SelfImproveProgress:
 
 def generations_summary(result: SelfImproveResult, config: SelfImproveConfig) -> Group:
     table = Table(title="Generations", title_justify="left")
-    for column in ("gen", "parent", "val", "test", "spread", "kept", "calls", "time", "audit"):
-        table.add_column(column, justify="left" if column == "audit" else "right")
+    columns = ("gen", "parent", "val", "test", "spread", "kept", "calls", "time", "audit", "why")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("audit", "why") else "right")
     for g in result.generations:
         audit = ", ".join(sorted({f.kind for f in g.audit if f.kind != "disables_sandbox"}))
+        # A reverted round's reason quotes the proposals' errors: untrusted text.
+        why = Text(inert(trim(g.reason, WHY_CHARS)) if g.reason and not g.kept else "")
         table.add_row(
             str(g.gen),
             "" if g.parent is None else str(g.parent),
@@ -50,6 +63,7 @@ def generations_summary(result: SelfImproveResult, config: SelfImproveConfig) ->
             str(g.usage.calls),
             f"{g.seconds:.0f}s",
             ("[red]tried to switch the sandbox off[/] " if g.circumvented else "") + audit,
+            why,
         )
     parts: list[Any] = [table]
     rate = result.circumvention_rate
