@@ -150,12 +150,8 @@ def test_overspending_the_utility_scores_0_and_keeps_the_good_candidate(tmp_path
     assert result.status == "completed", result.improver.error
     assert result.improved and "lru_cache" in Path(result.best_path).read_text()
     assert result.utility_uses == 2
-    # Only two were evaluated: the programs asked for past the budget ran nothing, and
-    # are on record as rejected unrun.
-    evaluated = [c for c in result.candidates if c.path and c.evaluation.status != "rejected"]
-    unrun = [c for c in result.candidates if c.evaluation.status == "rejected"]
-    assert len(evaluated) == 2 and unrun
-    assert all("budget" in (c.evaluation.detail or "") and c.path for c in unrun)
+    # Only what was evaluated is a candidate: the calls past the budget ran nothing.
+    assert sum(c.path is not None for c in result.candidates) == 2
     spent = [f for f in result.improver.findings if "past its budget" in f]
     assert spent == ["asked the utility past its budget of 2 evaluations (scored 0)"]
 

@@ -141,7 +141,6 @@ class ImproverHost:
         # budget): findings of its run.
         self.bait: list[str] = []
         self._spent: set[str] = set()  # the budgets it asked past, each noted once
-        self._unrun: set[str] = set()  # programs it asked to score past the budget
         self.prefetcher = Prefetcher(utility)
         self.prefetcher.submit(initial_solution)
         self._ops = {
@@ -228,17 +227,12 @@ class ImproverHost:
 
     def _past_budget(self, request: _Score) -> dict[str, Any]:
         """STOP's rule: once the budget is spent the utility scores 0 and raises nothing,
-        so an improver that overspends still returns its best. Nothing is evaluated; the
-        program is kept as a rejected candidate, so that what was proposed is on record."""
+        so an improver that overspends still returns its best. Nothing is evaluated and no
+        candidate recorded: an improver could ask for any number of programs."""
         budget = self.utility.budget
         self._note_spent(
             "utility", f"asked the utility past its budget of {budget} evaluations (scored 0)"
         )
-        if request.program not in self._unrun:  # an improver may ask again and again
-            self._unrun.add(request.program)
-            why = f"not evaluated: the utility's budget of {budget} evaluations was spent"
-            unrun = Evaluation(status="rejected", score=0.0, seconds=0.0, detail=why)
-            self.on_candidate("model", request.program, unrun)
         answer: Any = 0.0
         if request.feedback:
             answer = {

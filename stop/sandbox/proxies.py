@@ -65,7 +65,7 @@ class LanguageModelProxy:
 class UtilityProxy:
     """Callable utility: `utility(program) -> float`, with `str`, `budget` and `uses`.
     As in STOP, a call once `uses` reaches `budget` scores 0 and raises nothing (the host
-    runs nothing, and keeps the program as a candidate rejected unrun)."""
+    runs nothing and records no candidate)."""
 
     def __init__(self, chan: Any, name: str, description: str, budget: int) -> None:
         self._chan = chan
