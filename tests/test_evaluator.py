@@ -319,6 +319,17 @@ def test_the_timeout_kills_the_evaluator_and_the_program(example: Path):
     assert evaluation.seconds < 30
 
 
+def _improve_with(example: Path, script):
+    """`stop improve` on the example with a scripted model (the embedded one may not be
+    installed: an ordinary user's test run has none)."""
+    replies = str(script(["no code"]))
+    return run_stop(
+        "improve",
+        *("--target", "initial_program.py", "--utility", "evaluator.py", "--script", replies),
+        cwd=example,
+    )
+
+
 @pytest.mark.parametrize(
     ("evaluator", "message"),
     [
@@ -328,23 +339,19 @@ def test_the_timeout_kills_the_evaluator_and_the_program(example: Path):
         ("def evaluate(program_path)\n    return {}\n", "syntax error"),
     ],
 )
-def test_bad_evaluators_are_bad_input(example: Path, evaluator: str, message: str):
+def test_bad_evaluators_are_bad_input(example: Path, evaluator: str, message: str, script):
     (example / "evaluator.py").write_text(evaluator)
-    done = run_stop(
-        "improve", "--target", "initial_program.py", "--utility", "evaluator.py", cwd=example
-    )
+    done = _improve_with(example, script)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (example / "runs").exists()
 
 
-def test_unbalanced_markers_in_the_target_are_bad_input(example: Path):
+def test_unbalanced_markers_in_the_target_are_bad_input(example: Path, script):
     program = example / "initial_program.py"
     program.write_text(PROGRAM.replace("# EVOLVE-BLOCK-END\n", ""))
-    done = run_stop(
-        "improve", "--target", "initial_program.py", "--utility", "evaluator.py", cwd=example
-    )
+    done = _improve_with(example, script)
     assert done.returncode == 2 and "unbalanced EVOLVE-BLOCK markers" in done.stderr
     assert not (example / "runs").exists()
 

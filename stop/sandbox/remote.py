@@ -199,11 +199,12 @@ def _run_evaluator(payload: dict, address: str, w: int) -> None:
         result = _evaluate(payload, address)
     except BaseException as exc:  # noqa: BLE001 - the evaluator failed to load
         result = {"outcome": "crash", "error": _traceback(exc)}
+    # Flushed first: once the result is read, the init ends this process.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
     data = json.dumps(result).encode() + b"\n"
     while data:
         data = data[os.write(w, data) :]
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
 
 
 # --- the init's side --------------------------------------------------------------------
