@@ -19,3 +19,7 @@ class ModelError(StopError):
 
 class SandboxError(StopError):
     """The sandbox itself (not the code inside it) failed to run."""
+
+
+class Interrupted(StopError):
+    """Ctrl-C: the message says what was kept and, where it can, how to go on."""

@@ -33,30 +33,15 @@ from stop.records import (
 from stop.sandbox.jail import sandbox_kind
 from stop.sandbox.runner import Limits
 from stop.scoring.utility import Target, Utility
+from stop.sources import read_source
 from stop.store import RunStore
 from stop.wiring import Run
 
 log = logging.getLogger(__name__)
 
 
-MAX_TARGET_BYTES = 1 << 20  # a program to rewrite must fit in a model's prompt many times over
-
-
 def _read_target(path: Path) -> Target:
-    try:
-        if path.stat().st_size > MAX_TARGET_BYTES:
-            raise BadInput(f"target {path} is larger than {MAX_TARGET_BYTES >> 20} MiB")
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise BadInput(f"no such target file: {path}") from exc
-    except OSError as exc:
-        raise BadInput(f"cannot read target {path}: {exc.strerror or exc}") from exc
-    if b"\0" in data:
-        raise BadInput(f"target {path} is a binary file, not a program")
-    try:
-        source = data.decode()
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"cannot read target {path}: it is not UTF-8 text") from exc
+    source = read_source(path, "target")
     if not source.strip():
         raise BadInput(f"target {path} is empty")
     return Target(path=path, source=source)

@@ -450,6 +450,28 @@ class GenerationSaved(_Event):
     seconds: float = 0.0
 
 
+class MetaTestStarted(_Event):
+    """A meta-utility test begins: an improver runs on a task's seed solution."""
+
+    event: Literal["meta_test_started"] = "meta_test_started"
+    task: str
+    index: int  # from 0, of `tests`
+    tests: int
+    improver: str | None = None  # `stop compare`, `transfer`: which one is tested
+
+
+class MetaTestFinished(_Event):
+    event: Literal["meta_test_finished"] = "meta_test_finished"
+    task: str
+    index: int
+    tests: int
+    improver: str | None = None
+    status: str  # the improver's: ok, or how it failed (then val and test are 0)
+    val: float
+    test: float
+    seconds: float
+
+
 class IterationSaved(_Event):
     """Expert iteration: one iteration's checkpoint is written."""
 
@@ -485,6 +507,8 @@ Event = Annotated[
     | Rescoring
     | RoundStarted
     | GenerationSaved
+    | MetaTestStarted
+    | MetaTestFinished
     | IterationSaved
     | Failed
     | Finished,

@@ -40,7 +40,7 @@ from stop.sandbox.jail import sandbox_kind
 from stop.sandbox.runner import Limits
 from stop.scoring.audit import DISABLES_SANDBOX, audit_source
 from stop.scoring.meta import MetaUtility
-from stop.scoring.task import load_task
+from stop.scoring.task import TaskSpec, load_task
 from stop.store import RunStore, read_generations
 from stop.wiring import Run
 
@@ -62,18 +62,26 @@ def current(generations: list[GenerationRecord]) -> GenerationRecord:
     return [g for g in generations if g.kept][-1]
 
 
+def prepare(config: SelfImproveConfig) -> tuple[list[TaskSpec], str]:
+    """What in `config` can be bad input, checked before anything is printed or written:
+    the rounds, the tests, the tasks and generation 0. Returns the tasks and its source."""
+    if config.rounds < 1:
+        raise BadInput("--rounds must be at least 1")
+    if config.tests < 1:
+        raise BadInput("--tests must be at least 1")
+    tasks = [load_task(name) for name in config.tasks]
+    if not tasks:
+        raise BadInput("--tasks names no task")
+    return tasks, load_improver(config.improver, config.runs_dir)
+
+
 def self_improve(
     run: Run, config: SelfImproveConfig, *, resume: str | None = None, parallel: int | None = None
 ) -> SelfImproveResult:
     """`resume`: the id of the run `config` was read from, to continue where it stopped.
     `parallel`: meta-utility tests run at once (default: the config's); not stored, as it
     changes how fast a run goes, not what it finds."""
-    if config.rounds < 1:
-        raise BadInput("--rounds must be at least 1")
-    tasks = [load_task(name) for name in config.tasks]
-    if not tasks:
-        raise BadInput("--tasks names no task")
-    seed_source = load_improver(config.improver, config.runs_dir)
+    tasks, seed_source = prepare(config)
     if resume is None:
         config = config.model_copy(update={"sandbox": sandbox_kind()})
         store = run.create_store("self-improve", config)

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from json import JSONDecodeError
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,39 +89,103 @@ class EventLog:
 
 
 def _append(path: Path, record: BaseModel, exclude_none: bool = False) -> None:
-    with open(path, "a") as f:
-        f.write(record.model_dump_json(exclude_none=exclude_none) + "\n")
+    line = record.model_dump_json(exclude_none=exclude_none).encode() + b"\n"
+    with open(path, "a+b") as f:
+        # A run killed in the middle of a line leaves it without its newline: the next
+        # record starts a line of its own, or it would be lost in the broken one.
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                line = b"\n" + line
+        f.write(line)  # "a": at the end, wherever the file position is
+
+
+class DamagedRun(BadInput):
+    """A run folder, or a file in it, that cannot be read back. `problem` names the file
+    and what is wrong with it; the message adds the run, which a listing names itself."""
+
+    def __init__(self, run_id: str, problem: str) -> None:
+        super().__init__(f"run {run_id}: {problem}")
+        self.run_id = run_id
+        self.problem = problem
+
+
+def shown_name(path: Path, run_id: str) -> str:
+    """A file of run `run_id` as messages name it: `config.json`, `gen_001.json in
+    generations/`."""
+    parts = path.parts
+    inside = parts[len(parts) - parts[::-1].index(run_id) :] if run_id in parts else ()
+    if len(inside) < 2:
+        return path.name
+    return f"{path.name} in {'/'.join(inside[:-1])}/"
+
+
+def read_text(path: Path, run_id: str) -> str:
+    """A text file of run `run_id`; a missing, unreadable or binary one is a DamagedRun."""
+    name = shown_name(path, run_id)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DamagedRun(run_id, f"{name} is missing") from exc
+    except OSError as exc:
+        raise DamagedRun(run_id, f"cannot read {name} ({exc.strerror or exc})") from exc
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise DamagedRun(
+            run_id, f"cannot read {name}: not UTF-8 text (byte {exc.start} of {len(data)})"
+        ) from exc
 
 
 def read_events(run_dir: Path) -> list[Any]:
     """A run's events; a line that is not one (being written right now) is skipped."""
-    events = []
+    return scan_events(run_dir)[0]
+
+
+def scan_events(run_dir: Path) -> tuple[list[Any], list[int]]:
+    """A run's events, and the numbers of the lines that are not one. A last line
+    without its newline is being written right now: skipped, not counted. A run with no
+    events.jsonl has no events; one that cannot be read is a DamagedRun."""
     try:
-        with open(run_dir / "events.jsonl") as f:
-            for line in f:
-                try:
-                    events.append(EVENT.validate_json(line))
-                except ValidationError:
-                    continue
-    except OSError:
-        pass
-    return events
+        data = (run_dir / "events.jsonl").read_bytes()
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise DamagedRun(run_dir.name, f"cannot read events.jsonl ({why})") from exc
+    lines = data.split(b"\n")
+    events, bad = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(EVENT.validate_json(line))
+        except ValidationError:
+            if number < len(lines):
+                bad.append(number)
+    return events, bad
 
 
 def read_json(path: Path, run_id: str) -> dict[str, Any]:
-    """A record file of run `run_id`, as JSON, in this stop's run format; else BadInput
-    saying what is wrong with it."""
+    """A record file of run `run_id`, as JSON, in this stop's run format; else a
+    DamagedRun saying what is wrong with it."""
+    name = shown_name(path, run_id)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"run {run_id}: cannot read {path.name}: {exc}") from exc
+        data = json.loads(read_text(path, run_id))
+    except JSONDecodeError as exc:
+        at = f"line {exc.lineno} column {exc.colno}"
+        raise DamagedRun(run_id, f"cannot read {name}: not JSON ({exc.msg}: {at})") from exc
     if not isinstance(data, dict):
-        raise BadInput(f"run {run_id}: {path.name} is not a record")
+        raise DamagedRun(run_id, f"{name} is not a record (not a JSON object)")
     version = data.get("format_version")
+    if version is None:
+        raise DamagedRun(run_id, f"{name} is not a record (it has no format_version)")
     if version != FORMAT_VERSION:
-        raise BadInput(
-            f"run {run_id} was written in run format {version!r}, and this stop reads "
-            f"format {FORMAT_VERSION}; open it with the stop version that made it"
+        raise DamagedRun(
+            run_id,
+            f"{name} was written in run format {version!r}, and this stop reads format "
+            f"{FORMAT_VERSION}; open it with the stop version that made it",
         )
     return data
 
@@ -133,22 +198,37 @@ def read_record(path: Path, shape: type[R], run_id: str, what: str = "record") -
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise BadInput(
-            f"run {run_id}: corrupt {what} {path.name}: {where}: {first['msg']}"
-        ) from exc
+        name = shown_name(path, run_id)
+        raise DamagedRun(run_id, f"corrupt {what} {name}: {where}: {first['msg']}") from exc
 
 
 def read_generations(run_dir: Path) -> list[GenerationRecord]:
     """A self-improve run's complete generations, 0, 1, ...; a gap or a damaged record
-    is bad input."""
+    is a DamagedRun."""
+    folder = run_dir / "generations"
     records = [
-        read_record(path, GenerationRecord, run_dir.name, "generation record")
-        for path in sorted((run_dir / "generations").glob("gen_*.json"))
+        read_record(folder / name, GenerationRecord, run_dir.name, "generation record")
+        for name in list_folder(folder, run_dir.name)
+        if name.startswith("gen_") and name.endswith(".json")
     ]
     for i, record in enumerate(records):
         if record.gen != i:
-            raise BadInput(f"run {run_dir.name} is missing generation {i}")
+            raise DamagedRun(
+                run_dir.name, f"missing generation {i} (no gen_{i:03d}.json in generations/)"
+            )
     return records
+
+
+def list_folder(folder: Path, run_id: str) -> list[str]:
+    """The names in a folder of run `run_id`, sorted; none if it is not there yet. Not
+    Path.glob: it takes a folder it cannot read for an empty one."""
+    try:
+        return sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        name = shown_name(folder, run_id)
+        raise DamagedRun(run_id, f"cannot read {name}/ ({exc.strerror or exc})") from exc
 
 
 class RunStore:
@@ -279,12 +359,20 @@ class RunStore:
         )
 
 
+def is_dir(path: Path) -> bool:
+    """Whether `path` is a folder; one that cannot be looked at is bad input (Path.is_dir
+    raises on a folder above it that cannot be searched)."""
+    try:
+        return path.is_dir()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path} ({exc.strerror or exc})") from exc
+
+
 def read_config(runs_dir: Path, run_id: str, shape: type[R]) -> R:
     """The configuration run `run_id` was started with (for --resume), as `shape`."""
-    path = runs_dir / run_id / "config.json"
-    if "/" in run_id or not path.is_file():
+    if "/" in run_id or run_id.startswith(".") or not is_dir(runs_dir / run_id):
         raise BadInput(f"no run {run_id!r} in {runs_dir}")
-    return read_record(path, shape, run_id, "config")
+    return read_record(runs_dir / run_id / "config.json", shape, run_id, "config")
 
 
 def resolve_generation(spec: str, runs_dir: Path) -> Path:
@@ -292,9 +380,13 @@ def resolve_generation(spec: str, runs_dir: Path) -> Path:
     run_id, _, gen = spec.rpartition(":")
     if not run_id or not gen.isdigit():
         raise BadInput(f"{spec!r} is not <run-id>:<generation>")
-    if not (runs_dir / run_id).is_dir():
+    if not is_dir(runs_dir / run_id):
         raise BadInput(f"no run {run_id!r} in {runs_dir}")
     path = runs_dir / run_id / "generations" / f"gen_{int(gen):03d}.py"
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:
+        raise DamagedRun(run_id, f"cannot read generations/ ({exc.strerror or exc})") from exc
+    if not found:
         raise BadInput(f"run {run_id} has no generation {gen}")
     return path

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from stop.errors import BadInput
 from stop.llm import build_backend
 from stop.llm.base import Backend
 from stop.llm.cache import ResponseCache
@@ -80,6 +81,8 @@ class Run:
     ) -> None:
         """Everything that can be wrong with the model settings is found here, before
         anything is written; `backend` (an instance) takes the place of `model`."""
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise BadInput(f"--runs-dir {runs_dir} is a file, not a folder")
         self.runs_dir = runs_dir
         self.backend = backend if backend is not None else build_backend(model or ModelSettings())
         self.executor = executor or LocalExecutor()

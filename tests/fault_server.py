@@ -26,6 +26,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.openai_server import answer_models
+
 OK: dict[str, Any] = {}
 E429 = {"status": 429, "headers": {"retry-after-ms": "20"}}
 E500 = {"status": 500}
@@ -70,6 +72,9 @@ class FaultServer:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                answer_models(self)
 
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -16,6 +16,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HANG = "<<hang>>"  # a reply that makes the server sit on the request
 
 
+def answer_models(handler: BaseHTTPRequestHandler) -> None:
+    """GET /v1/models, as OpenAI-compatible servers answer it: stop asks before a run."""
+    if not handler.path.rstrip("/").endswith("/models"):
+        handler.send_error(404)
+        return
+    data = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class CannedServer:
     """Replies are served in turn; a rule {"when": text, "replies": [...]} answers the
     requests whose messages contain `text`, its own replies in turn."""
@@ -34,6 +47,9 @@ class CannedServer:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
                 pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                answer_models(self)
 
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -201,9 +201,9 @@ def test_cli_run_folder_is_listed_viewed_and_resumed_by_id(tmp_path):
     listed = run_stop("runs", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     (row,) = json.loads(listed.stdout)
-    assert row["id"] == run_id and row["kind"] == "exit" and row["status"] == "finished"
+    assert row["run_id"] == run_id and row["kind"] == "exit" and row["status"] == "finished"
     assert row["generations"] == 2 and row["rounds"] == 2
-    assert row["best"] == pytest.approx(statistics.mean(result["solve_rates"].values()))
+    assert row["best_score"] == pytest.approx(statistics.mean(result["solve_rates"].values()))
     table = run_stop("runs", cwd=tmp_path, env={"COLUMNS": "200"})
     assert run_id in table.stdout and "2/2" in table.stdout
 

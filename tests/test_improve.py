@@ -174,5 +174,5 @@ def test_rich_output_shows_table_diff_and_run_dir(tmp_path, script):
         env={"COLUMNS": "120"},
     )
     assert proc.returncode == 0, proc.stderr
-    for text in ("Candidates", "syntax error", "+@lru_cache", "Improved", "Run saved in"):
+    for text in ("Candidates", "syntax_error", "+@lru_cache", "Improved", "Run saved in"):
         assert text in proc.stdout, text

@@ -223,23 +223,31 @@ def test_preset_on_the_command_line(tmp_path, script):
     assert config["budget"]["model_requests"] == 4 and config["budget"]["evaluations"] == 25
 
 
-def test_self_improve_preset_sets_rounds_and_tests(tmp_path):
-    # An unknown task is bad input after the lines about budgets are printed and before
-    # anything runs: what they say is the configuration the preset built.
+def test_self_improve_preset_sets_rounds_and_tests(tmp_path, script):
+    # An improver that returns its input: the run is quick, and what the lines about
+    # budgets say is the configuration the preset built, with the flags given on top.
+    (tmp_path / "same.py").write_text(
+        "def improve_algorithm(initial_solution, utility, language_model):\n"
+        "    return initial_solution\n"
+    )
     runs = tmp_path / "runs"
     out = run_stop(
-        "self-improve", "--preset", "stop-paper", "--tasks", "nope", "--runs-dir", str(runs),
+        "self-improve", "--preset", "stop-paper", "--tasks", "parity", "--improver", "same.py",
+        "--rounds", "1", "--script", str(script(["no code"])), "--runs-dir", str(runs), "--json",
         cwd=tmp_path,
     )  # fmt: skip
-    assert out.returncode == 2, out.stderr
+    assert out.returncode == 0, out.stderr
     text = " ".join(out.stderr.split())
-    assert "5 meta-utility tests, 6 rounds." in text
+    assert "6 samples per call" in text and "5 meta-utility tests" in text
+    assert "--rounds 1 as given" in text
     profile = PRESETS["stop-paper"].apply(LOCAL)
     expected = estimate(
-        SelfImproveConfig(rounds=6, tests=5, round_budget=profile.round, test_budget=profile.test)
+        SelfImproveConfig(rounds=1, tests=5, round_budget=profile.round, test_budget=profile.test)
     )
     assert f"at most {expected.calls} model calls" in text
-    assert not runs.exists() or not any(runs.iterdir())
+    result = json.loads(out.stdout)
+    assert len(result["generations"]) == 2
+    assert len(result["generations"][0]["meta"]["tests"]) == 5
     resumed = run_stop(
         "self-improve", "--preset", "stop-paper", "--resume", "x", "--runs-dir", str(runs),
         cwd=tmp_path,

@@ -60,7 +60,7 @@ def test_runs_lists_every_run_with_its_state(runs, tmp_path):
     result = run_stop("runs", "--json", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
-    assert row["id"] == running.id and row["status"] == "running"
+    assert row["run_id"] == running.id and row["status"] == "running"
     assert row["kind"] == "self-improve" and row["generations"] == 4
     result = run_stop("runs", "--runs-dir", str(runs), cwd=tmp_path, env={"COLUMNS": "150"})
     assert result.returncode == 0, result.stderr
@@ -160,7 +160,7 @@ def test_older_corrupt_and_incomplete_runs_are_reported(tmp_path):
     good = make_run(runs_dir, 2)
     listed = run_stop("runs", "--json", "--runs-dir", str(runs_dir), cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert [r["id"] for r in json.loads(listed.stdout)] == [good.id]
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [good.id]
     for skipped in (old.id, gap.id, corrupt.id, "notes"):
         assert f"skipping {skipped}" in listed.stderr
 
@@ -449,7 +449,7 @@ def test_exit_run_in_runs_lineage_show_view_and_export(tmp_path):
     where = ["--runs-dir", str(runs_dir)]
     (row,) = json.loads(run_stop("runs", "--json", *where, cwd=tmp_path).stdout)
     assert row["kind"] == "exit" and row["status"] == "failed" and row["generations"] == 3
-    assert row["best"] == pytest.approx(0.75)
+    assert row["best_score"] == pytest.approx(0.75)
     lineage = run_stop("lineage", store.id, *where, cwd=tmp_path, env={"COLUMNS": "200"})
     assert lineage.returncode == 0, lineage.stderr
     assert "iter 2  solve rate 1.000" in lineage.stdout and "new: add-3" in lineage.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -88,6 +89,14 @@ class MutatorRow(BaseModel):
         }
 
 
+class Steps(Protocol):
+    """Where progress goes (stop/cli/progress.py): a step begins, a step ends."""
+
+    def begin(self, text: str) -> None: ...
+
+    def end(self, text: str) -> None: ...
+
+
 def _prompt(program: str, mode: str, description: str) -> str:
     ask = EDIT_INSTRUCTIONS if mode == "edit" else "Answer with the complete program."
     return (
@@ -97,9 +106,16 @@ def _prompt(program: str, mode: str, description: str) -> str:
 
 
 def bench_model(
-    name: str, run: Run, model: LanguageModel, samples: int, toys: list[str], workdir: Path
+    name: str,
+    run: Run,
+    model: LanguageModel,
+    samples: int,
+    toys: list[str],
+    workdir: Path,
+    steps: Steps | None = None,
 ) -> list[MutatorRow]:
-    """Rows per (mode, toy) for one model, and a row per mode over all toys."""
+    """Rows per (mode, toy) for one model, and a row per mode over all toys; `steps`
+    hears of each request to the model and each mutation scored."""
     rows = []
     for mode in MODES:
         per_mode = []
@@ -110,6 +126,9 @@ def bench_model(
             target = Target(path=path, source=source)
             utility = run.utility("speed", target, UtilityOptions(inputs=inputs), evaluations=0)
             before = model.usage.tokens
+            what = f"{name}, {mode}, {toy}"
+            if steps:
+                steps.begin(f"{what}: asking the model for {samples} mutation(s)")
             replies = model.batch_prompt(
                 EXPERTISE, [_prompt(source, mode, utility.description)] * samples, 0.8
             )
@@ -124,7 +143,7 @@ def bench_model(
                 edits_applied=0,
                 tokens=0,
             )
-            for reply in replies:
+            for i, reply in enumerate(replies, 1):
                 if mode == "edit":
                     outcome = apply_reply(source, reply)
                     program = outcome.program
@@ -132,13 +151,19 @@ def bench_model(
                 else:
                     program = extract_code(reply)
                 if program is None:
+                    if steps:
+                        steps.end(f"{what}: mutation {i}/{len(replies)}: no program")
                     continue
+                if steps:
+                    steps.begin(f"{what}: scoring mutation {i}/{len(replies)}")
                 evaluation = utility.evaluate(program)
                 row.valid += evaluation.status in ("ok", "wrong_answer")
                 row.correct += evaluation.status == "ok"
-                row.improving += evaluation.status == "ok" and utility.improves(
-                    evaluation.score, 1.0
-                )
+                improving = evaluation.status == "ok" and utility.improves(evaluation.score, 1.0)
+                row.improving += improving
+                if steps:
+                    said = "improving" if improving else evaluation.status.replace("_", " ")
+                    steps.end(f"{what}: mutation {i}/{len(replies)}: {said}")
             row.tokens = model.usage.tokens - before
             log.info("%s %s %s: %s", name, mode, toy, row.rates())
             per_mode.append(row)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from typer._click.exceptions import NoArgsIsHelpError  # typer vendors click
 from typer.exceptions import TyperException
 
-from stop.errors import BadInput, StopError
+from stop.errors import BadInput, Interrupted, StopError
 
 app = typer.Typer(
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
     help="Recursive self-improving code generation in the style of STOP.",
 )
@@ -25,10 +32,26 @@ err_console = Console(stderr=True)
 _SANDBOXING = {"improve", "self-improve", "compare", "transfer", "bench"}
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"stop {version('stop')}")
+        except PackageNotFoundError:
+            typer.echo("stop (not installed: run scripts/setup)")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what happens."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Debug logs of what stop does, on stderr."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
     weak_sandbox: bool = typer.Option(
         False,
         "--weak-sandbox",
@@ -39,10 +62,12 @@ def _root(
     ),
 ) -> None:
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
+    # -v: stop's own debug logs; other libraries' stay at warnings.
+    logging.getLogger("stop").setLevel(logging.DEBUG if verbose else logging.WARNING)
     from stop.sandbox import jail
 
     jail.weak_allowed = weak_sandbox
@@ -57,20 +82,69 @@ def _root(
 
 def _register() -> None:
     # Command modules are small and import their heavy parts inside the commands.
-    from stop.cli import bench, exit, improve, lineage, lmc, self_improve, transfer  # noqa: F401
+    from stop.cli import (  # noqa: F401
+        bench,
+        exit,
+        improve,
+        lineage,
+        lmc,
+        manage,
+        self_improve,
+        transfer,
+    )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: end the running sandboxes first, so that nothing waits on them, then stop."""
+    from stop.sandbox import runner
+
+    runner.stop_all()
+    raise KeyboardInterrupt
 
 
 def main() -> None:
     _register()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         code = app(standalone_mode=False)
+    except NoArgsIsHelpError:  # `stop` alone (or a group alone): the help was the answer
+        sys.exit(0)
     except TyperException as exc:  # usage errors: exit code 2, like every bad input
-        err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False)
+        err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("[red]interrupted[/]")
+        code = 130
+    except Interrupted as exc:
+        err_console.print(f"[yellow]interrupted:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(130)
     except StopError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, BadInput) else 1)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, the rest in a log
+        where = _crash_log(exc)
+        err_console.print(
+            f"[red]error:[/] stop failed unexpectedly ({type(exc).__name__}: {exc}); "
+            f"the traceback is in {where}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+    if code == 130:  # typer turns Ctrl-C outside a run into this code
+        err_console.print("[yellow]interrupted[/]", highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _crash_log(exc: Exception) -> Path:
+    """Write the traceback of an unexpected failure where the user can find it."""
+    text = "".join(traceback.format_exception(exc))
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (state / "stop", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(f"stop {' '.join(sys.argv[1:])}\n{text}")
+            return folder / name
+        except OSError:
+            continue
+    return Path("(nowhere: no folder could be written)")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from enum import Enum
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from stop.cli import app
+from stop.cli import app, options
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +56,26 @@ def bench(
     ),
 ) -> None:
     """Measure stop against its baselines on this machine (ratio > 1: stop is better)."""
+    from stop.cli.progress import Steps
+
     suites = (
         [s for s in Suite if s not in (Suite.all, Suite.exit)] if suite is Suite.all else [suite]
     )
     figures = []
-    for each in suites:
-        log.info("benchmark suite %s", each.value)
-        figures += _run(each)
+    # A suite takes seconds to a minute (all of them about 2 min on 2 cores): one step each.
+    with Steps(len(suites), quiet=as_json) as steps:
+        for each in suites:
+            log.info("benchmark suite %s", each.value)
+            steps.begin(f"{each.value}: measuring")
+            started = time.monotonic()
+            found = _run(each)
+            figures += found
+            names = ", ".join(f.name for f in found)
+            steps.end(f"{each.value}: {names} ({time.monotonic() - started:.0f} s)")
     if as_json:
-        typer.echo(json.dumps([f.model_dump() for f in figures]))
+        options.print_json([f.model_dump() for f in figures])
         return
     table = Table("benchmark", "baseline", "stop", "unit", "ratio")
     for f in figures:
         table.add_row(f.name, f"{f.baseline:.4g}", f"{f.value:.4g}", f.unit, f"{f.ratio:.2f}x")
-    Console().print(table)
+    options.stdout_console().print(table)

@@ -7,14 +7,13 @@ torch is imported inside the commands, so `stop --help` stays fast.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from stop.cli import app
+from stop.cli import app, options
 from stop.errors import BadInput
 
 exit_app = typer.Typer(no_args_is_help=True, help="Expert iteration (ExIt) on the LMC.")
@@ -196,7 +195,7 @@ def plot_command(
 
 def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(result))
+        options.print_json(result)
         return
     for name, rate in result["solve_rates"].items():
         mark = "solved" if rate == 1.0 else ""

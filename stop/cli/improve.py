@@ -110,11 +110,14 @@ def improve(
         use_cache=config.use_cache,
         watchers=watchers,
     )
-    with run, progress or contextlib.nullcontext():
-        result = run_improve(run, config)
+    try:
+        with run, progress or contextlib.nullcontext():
+            result = run_improve(run, config)
+    except KeyboardInterrupt:
+        raise options.interrupted(run, resume=False) from None
     if as_json:
-        typer.echo(result.model_dump_json(indent=2))
+        options.print_json(result)
     else:
-        Console().print(summary(result))
+        options.stdout_console().print(summary(result))
     if result.status != "completed":
         raise typer.Exit(1)  # the run is saved, but the improver itself failed

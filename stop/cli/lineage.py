@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from stop.cli import app
+from stop.cli import app, options
 from stop.errors import BadInput
+from stop.view.inert import inert
 
 _RUNS_DIR = typer.Option(Path("runs"), help="Where runs are saved.")
+# A pipe has no width: rich would take 80 columns and wrap paths and commands mid-line,
+# so piped output is laid out this wide, which no line of a listing reaches.
+_PIPE_WIDTH = 10_000
+
+
+def _warn(text: str) -> None:
+    """One line on stderr, however narrow the terminal."""
+    line = Text.assemble(("warning:", "yellow"), " ", inert(text))
+    Console(stderr=True).print(line, soft_wrap=True, highlight=False)
 
 
 def _generation(value: str) -> int:
@@ -26,29 +36,37 @@ def runs_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """Table of runs: id, date, kind, model, rounds, best score, status."""
-    from stop.view.render import runs_table
     from stop.view.runs import list_runs
+    from stop.view.tables import runs_table
 
-    views = list_runs(runs_dir)
+    views, skipped = list_runs(runs_dir)
+    # What could not be read, and what of a listed run could not be shown: a line each,
+    # on stderr, so the table (or the JSON) stays whole.
+    for damaged in skipped:
+        _warn(f"skipping {damaged.run_id}: {damaged.problem}")
+    for v in views:
+        if v.warnings:
+            _warn(f"{v.id}: {'; '.join(v.warnings)}")
     if as_json:
         rows = [
             {
-                "id": v.id,
+                "run_id": v.id,
+                "run_dir": str(v.dir),
                 "started": v.started.isoformat(timespec="seconds"),
                 "kind": v.kind,
                 "model": v.model,
                 "generations": len(v.nodes),
                 "rounds": v.rounds,
-                "best": v.best.val if v.best else None,
+                "best_score": v.best.val if v.best else None,
                 "status": v.status,
             }
             for v in views
         ]
-        typer.echo(json.dumps(rows, indent=2))
+        options.print_json(rows)
     elif not views:
         Console(stderr=True).print(f"No runs in {runs_dir}.")
     else:
-        Console().print(runs_table(views))
+        options.stdout_console().print(runs_table(views))
 
 
 @app.command("lineage")
@@ -63,14 +81,16 @@ def lineage_command(
 
     view = open_run(runs_dir, run_id)
     if as_json:
-        out = view.model_dump(mode="json", exclude={"nodes"})
+        out = view.model_dump(mode="json", exclude={"nodes", "id", "dir"})
+        # The names every command's JSON uses for a run.
+        out = {"run_id": view.id, "run_dir": str(view.dir), **out}
         out["generations"] = [
             n.model_dump(mode="json") | {"delta": view.delta(n), "strategy": view.strategy(n)}
             for n in view.nodes
         ]
-        typer.echo(json.dumps(out, indent=2))
+        options.print_json(out)
     else:
-        Console().print(lineage(view))
+        options.stdout_console().print(lineage(view))
 
 
 @app.command("show")
@@ -98,7 +118,7 @@ def show_command(
 
     view = open_run(runs_dir, run_id)
     node = view.node(_generation(gen))
-    console = Console()
+    console = options.stdout_console()
     if proposal is not None:
         if view.kind != "self-improve":
             raise BadInput("--proposal is for self-improve runs: their rounds have proposals")
@@ -117,7 +137,8 @@ def view_command(
     """Interactive terminal UI: generations, code, diffs, candidates, model exchanges."""
     from stop.view.runs import open_run
 
-    view = open_run(runs_dir, run_id)  # bad input is reported before the screen changes
+    view = open_run(runs_dir, run_id)
+    view.read_sources()  # a damaged run is reported before the screen changes
     from stop.view.app import LineageApp
 
     LineageApp(view).run()

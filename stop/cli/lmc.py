@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from stop.cli import app
+from stop.cli import app, options
 from stop.errors import BadInput
 
 lmc_app = typer.Typer(no_args_is_help=True, help="The Little Man Computer (expert-iteration ISA).")
@@ -58,7 +56,7 @@ def run_command(
             }
         )
     if as_json:
-        typer.echo(json.dumps({"program": str(program), "results": rows}))
+        options.print_json({"program": str(program), "results": rows})
         return
     table = Table("input", "output", "steps")
     for row in rows:
@@ -68,14 +66,14 @@ def run_command(
             else f"[red]{row['kind']} error[/]: {row['error']}"
         )
         table.add_row(",".join(map(str, row["input"])), result, str(row["steps"]))
-    Console().print(table)
+    options.stdout_console().print(table)
 
 
 @lmc_app.command("tasks")
 def tasks_command(
     family: str = typer.Option(..., help="add or random."),
     n: int = typer.Option(4, min=2, help="add: the largest input length N (Add-2..Add-N)."),
-    count: int = typer.Option(10, min=1, help="random: how many tasks."),
+    count: int = typer.Option(10, min=1, max=10_000, help="random: how many tasks."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same tasks."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -89,10 +87,10 @@ def tasks_command(
     else:
         raise BadInput(f"unknown task family {family!r}: use add or random")
     if as_json:
-        typer.echo(json.dumps({"family": family, "tasks": [t.model_dump() for t in tasks]}))
+        options.print_json({"family": family, "tasks": [t.model_dump() for t in tasks]})
         return
     table = Table("task", "training pairs", "test pairs")
     for task in tasks:
         show = lambda pairs: "; ".join(f"{','.join(map(str, i))}->{o}" for i, o in pairs)  # noqa: E731
         table.add_row(task.name, show(task.train), show(task.test))
-    Console().print(table)
+    options.stdout_console().print(table)

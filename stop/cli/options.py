@@ -4,17 +4,21 @@ given, so no default is written twice."""
 
 from __future__ import annotations
 
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.console import Console
 
-from stop.errors import BadInput
+from stop.errors import BadInput, Interrupted
 
 if TYPE_CHECKING:
     from stop.defaults import Preset
     from stop.records import ModelSettings
+    from stop.wiring import Run
 
 
 class ExecutorName(str, Enum):
@@ -81,6 +85,53 @@ def announce_preset(preset: Preset, command: str, given: dict[str, Any]) -> None
     if replaced:
         line += f"; {', '.join(replaced)} as given"
     err_console.print(line + ".", highlight=False, soft_wrap=True)
+
+
+PIPE_WIDTH = 10_000  # piped output: nothing a table or a path holds is wrapped
+
+
+def stdout_console() -> Console:
+    """Standard output at the terminal's width (or COLUMNS'), or, piped, at one that
+    wraps nothing (a path or a command stays one line)."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPE_WIDTH)
+
+
+def print_json(data: Any) -> None:
+    """Every command's --json: one document on stdout, indented alike; records as their
+    JSON form."""
+    import json
+
+    from pydantic import BaseModel
+
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def resume_command(run_id: str, runs_dir: Path) -> str:
+    where = "" if runs_dir == Path("runs") else f" --runs-dir {runs_dir}"
+    return f"stop self-improve --resume {run_id}{where}"
+
+
+def interrupted(run: Run, resume: bool) -> Interrupted:
+    """What Ctrl-C leaves, said in one line: nothing, or the run folder (marked
+    interrupted in its log) and, for a run that can go on, the command that resumes it."""
+    store = run.store
+    if store is None:
+        return Interrupted("before the run started: nothing was written")
+    if resume:
+        kept = len(list((store.dir / "generations").glob("gen_*.json")))
+        return Interrupted(
+            f"run {store.id} keeps {kept} generation(s) in {store.dir}; resume with: "
+            f"{resume_command(store.id, run.runs_dir)}"
+        )
+    kept = len(list((store.dir / "candidates").glob("*.json")))
+    return Interrupted(
+        f"run {store.id} keeps {kept} scored candidate(s) in {store.dir}, marked interrupted; "
+        "running the command again replays the model's answers from the cache"
+    )
 
 
 def key_values(items: list[str] | None, flag: str) -> dict[str, str]:

@@ -45,7 +45,7 @@ def self_improve_command(
     from stop.defaults import preset as find_preset
     from stop.records import SelfImproveConfig
     from stop.sandbox.executor import open_executor
-    from stop.self_improve import self_improve
+    from stop.self_improve import prepare, self_improve
     from stop.store import read_config
     from stop.view.self_improve import SelfImproveProgress, generations_summary
     from stop.wiring import Run
@@ -74,9 +74,7 @@ def self_improve_command(
         chosen_preset = find_preset(preset) if preset is not None else None
         if chosen_preset:
             budgets = chosen_preset.apply(budgets)
-        if rounds is not None and rounds < 1:
-            raise BadInput("--rounds must be at least 1")
-        if tests is not None and tests < 1:
+        if tests is not None and tests < 1:  # before `tests or ...` makes 0 the default
             raise BadInput("--tests must be at least 1")
         config = SelfImproveConfig(
             tasks=[t.strip() for t in (tasks or "lpn").split(",") if t.strip()],
@@ -90,10 +88,28 @@ def self_improve_command(
             seed=seed or 0,
             runs_dir=runs_dir,
         )
-    # Connected before anything is written or printed: an unreachable cluster is one line
-    # on stderr and no run directory.
+    # Everything checked before anything is printed or written: the configuration, the
+    # model (a base URL must answer like an OpenAI-compatible server), the cluster.
+    prepare(config)
     chosen = open_executor(executor.value, ray_address)
     err = Console(stderr=True)
+    announced: list[str] = []
+
+    def announce(event: object) -> None:
+        # The run id first thing (the first event once the run has its folder): Ctrl-C
+        # later needs it, and so does --resume.
+        if run.store is not None and not announced:
+            announced.append(run.store.id)
+            resume_with = options.resume_command(run.store.id, runs_dir)
+            err.print(
+                f"Run {run.store.id} in {run.store.dir} (resume: {resume_with})",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    run = Run(
+        runs_dir, config.model, executor=chosen, watchers=(announce, SelfImproveProgress(err))
+    )
     if chosen_preset:
         options.announce_preset(chosen_preset, "self-improve", {"tests": tests, "rounds": rounds})
     bound = estimate(config)
@@ -103,12 +119,15 @@ def self_improve_command(
     err.print(line + " (cached answers cost nothing).", highlight=False)
     # A cluster has cores to spare: all k meta-utility tests at once instead of a few.
     parallel = config.tests if chosen.name == "ray" else None
-    with Run(runs_dir, config.model, executor=chosen, watchers=(SelfImproveProgress(err),)) as run:
-        result = self_improve(run, config, resume=resume, parallel=parallel)
+    try:
+        with run:
+            result = self_improve(run, config, resume=resume, parallel=parallel)
+    except KeyboardInterrupt:
+        raise options.interrupted(run, resume=True) from None
     if as_json:
-        typer.echo(result.model_dump_json(indent=2))
+        options.print_json(result)
     else:
-        Console().print(generations_summary(result, config), highlight=False)
+        options.stdout_console().print(generations_summary(result, config), highlight=False)
 
 
 def _check_resume(

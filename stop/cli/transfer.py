@@ -3,13 +3,11 @@ side under the same model and budget."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from stop.cli import app, options
@@ -27,9 +25,11 @@ def _trials(
     runs_dir: Path,
     seed: int,
     transfer: bool,
+    quiet: bool,
 ) -> list:
     from stop.analysis.transfer import compare
     from stop.analysis.transfer import transfer as run_transfer
+    from stop.cli.progress import Steps, TrialSteps
     from stop.defaults import profile
     from stop.scoring.task import load_task
     from stop.wiring import Run
@@ -38,7 +38,11 @@ def _trials(
     if not specs:
         raise BadInput("--tasks names no task")
     budget = profile(settings.backend).test
-    with Run(runs_dir, settings) as run:
+    # transfer: the seed solution's column is measured by trials of its own.
+    columns = len(improvers) + 1 if transfer else len(improvers)
+    steps = Steps(len(specs) * columns * trials, quiet=quiet)
+    watcher = TrialSteps(steps, {"seed": "seed improver"} if transfer else None)
+    with steps, Run(runs_dir, settings, watchers=(watcher,)) as run:
         if transfer:
             return run_transfer(
                 improvers["improver"],
@@ -53,7 +57,16 @@ def _trials(
 
 
 def _cell(i: Any) -> str:
+    if i.low is None or i.high is None:
+        return f"{i.mean:.3f} (n={i.n})"
     return f"{i.mean:.3f} [{i.low:.3f}, {i.high:.3f}]"
+
+
+NO_INTERVAL = "n=1: one trial, so no interval to report (--trials 2 or more gives one)"
+
+
+def _title(what: str, trials: int) -> str:
+    return f"{what} (test split, {trials} trial{'s' * (trials != 1)} each, mean [95% interval])"
 
 
 @app.command()
@@ -71,21 +84,23 @@ def transfer(
     runs_dir: Path = options.RUNS_DIR,
     as_json: bool = options.JSON,
 ) -> None:
-    """Mean and 95% interval per task: seed solution, seed improver, this improver."""
+    """Mean and 95% interval per task over --trials runs, each column measured alike:
+    the seed solution (an improver that changes nothing), the seed improver, this one."""
     from stop.host.improver import load_improver
 
     improvers = {"seed": load_improver("seed"), "improver": load_improver(improver, runs_dir)}
     settings = options.model_settings(backend, model, base_url, api_key_env, script, backend_option)
-    rows = _trials(improvers, tasks, trials, settings, runs_dir, seed, transfer=True)
+    rows = _trials(improvers, tasks, trials, settings, runs_dir, seed, True, as_json)
     if as_json:
-        typer.echo(json.dumps({"improver": improver, "rows": [r.model_dump() for r in rows]}))
+        options.print_json({"improver": improver, "rows": [r.model_dump() for r in rows]})
         return
-    table = Table(title=f"Transfer of {improver} (test split, mean [95% interval])")
+    table = Table(title=_title(f"Transfer of {improver}", trials))
+    table.caption = NO_INTERVAL if trials == 1 else None
     for column in ("task", "seed solution", "seed improver", "improver"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for r in rows:
         table.add_row(r.task, *(_cell(c) for c in (r.seed_solution, r.seed_improver, r.improver)))
-    Console().print(table)
+    options.stdout_console().print(table)
 
 
 @app.command()
@@ -114,11 +129,12 @@ def compare(
         raise BadInput("--improvers names no improver")
     sources = {name: load_improver(name, runs_dir) for name in names}
     settings = options.model_settings(backend, model, base_url, api_key_env, script, backend_option)
-    rows = _trials(sources, tasks, trials, settings, runs_dir, seed, transfer=False)
+    rows = _trials(sources, tasks, trials, settings, runs_dir, seed, False, as_json)
     if as_json:
-        typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
+        options.print_json([r.model_dump() for r in rows])
         return
-    table = Table(title=f"Improvers compared ({trials} trials each, test split)")
+    table = Table(title=_title("Improvers compared", trials))
+    table.caption = NO_INTERVAL if trials == 1 else None
     for column in (
         "task",
         "improver",
@@ -144,7 +160,7 @@ def compare(
             edits,
             str(r.rerank_saved),
         )
-    Console().print(table)
+    options.stdout_console().print(table)
 
 
 @app.command("bench-mutators")
@@ -165,7 +181,8 @@ def bench_mutators(
 ) -> None:
     """Per model: rates of valid, correct and improving mutations on toy targets, as whole
     rewrites and as edits, and tokens per improvement."""
-    from stop.bench.mutators import TOYS, bench_model
+    from stop.bench.mutators import MODES, TOYS, bench_model
+    from stop.cli.progress import Steps
     from stop.defaults import profile
     from stop.records import Budget
     from stop.wiring import Run
@@ -176,26 +193,28 @@ def bench_mutators(
         raise BadInput(f"unknown target {unknown[0]!r}; toys: {', '.join(TOYS)}")
     rows = []
     names: list[str | None] = list(models) if models else [None]
-    for name in names:
-        settings = options.model_settings(
-            backend, name, base_url, api_key_env, script, backend_option
-        )
-        budget = Budget(
-            model_calls=samples * len(toys) * 2,
-            max_responses_per_call=samples,
-            max_tokens=profile(settings.backend).improve.max_tokens,
-            evaluations=0,
-        )
-        with Run(runs_dir, settings) as run, tempfile.TemporaryDirectory() as workdir:
-            label = name or settings.backend
-            rows += bench_model(label, run, run.model(budget, seed), samples, toys, Path(workdir))
+    with Steps(len(names) * len(MODES) * len(toys) * samples, quiet=as_json) as steps:
+        for name in names:
+            settings = options.model_settings(
+                backend, name, base_url, api_key_env, script, backend_option
+            )
+            budget = Budget(
+                model_calls=samples * len(toys) * 2,
+                max_responses_per_call=samples,
+                max_tokens=profile(settings.backend).improve.max_tokens,
+                evaluations=0,
+            )
+            with Run(runs_dir, settings) as run, tempfile.TemporaryDirectory() as workdir:
+                label = name or settings.backend
+                model = run.model(budget, seed)
+                rows += bench_model(label, run, model, samples, toys, Path(workdir), steps)
     if as_json:
         out = [
             r.model_dump()
             | {"rates": r.rates(), "tokens_per_improvement": r.tokens_per_improvement}
             for r in rows
         ]
-        typer.echo(json.dumps(out, indent=2))
+        options.print_json(out)
         return
     table = Table(title=f"Mutation quality ({samples} mutations per target and mode)")
     for column in (
@@ -222,4 +241,4 @@ def bench_mutators(
             f"{r.edits_applied}/{r.mutations}" if r.mode == "edit" else "-",
             "-" if per is None else f"{per:.0f}",
         )
-    Console().print(table)
+    options.stdout_console().print(table)

@@ -15,7 +15,7 @@ from stop.errors import BadInput
 from stop.exit.checkpoint import CHECKPOINT_NAME
 from stop.exit.config import ExitConfig
 from stop.records import Started
-from stop.store import RunStore, read_events, read_record, write_atomic
+from stop.store import DamagedRun, RunStore, is_dir, read_events, read_record, write_atomic
 
 KIND = "exit"  # the run kind in Started events and in run ids
 
@@ -39,9 +39,13 @@ def create(config: ExitConfig, runs_dir: Path, out: Path | None = None) -> RunSt
 def reopen(run_dir: Path) -> RunStore:
     """An existing run folder, to resume; nothing is logged until the loop has checked
     that its checkpoint fits (a refused resume leaves the run as it was)."""
-    if not run_dir.is_dir():
+    if not is_dir(run_dir):
         raise BadInput(f"no run directory {run_dir}")
-    if not (run_dir / "config.json").is_file() and (run_dir / CHECKPOINT_NAME).is_file():
+    try:
+        older = not (run_dir / "config.json").exists() and (run_dir / CHECKPOINT_NAME).exists()
+    except OSError as exc:  # a folder that cannot be searched
+        raise DamagedRun(run_dir.name, f"cannot read {run_dir} ({exc.strerror or exc})") from exc
+    if older:
         raise BadInput(
             f"{run_dir} was made by an older stop (it has no config.json); "
             "use the stop version that made it"

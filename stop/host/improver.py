@@ -26,6 +26,7 @@ from stop.sandbox.protocol import Op, Refusal, ok, refuse
 from stop.sandbox.runner import Limits, SandboxResult, run_job
 from stop.scoring.utility import Utility
 from stop.search.edits import apply_reply
+from stop.sources import read_source
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,7 @@ def load_improver(spec: str, runs_dir: Path = Path("runs")) -> str:
 
         spec = str(resolve_generation(spec, runs_dir))
     if spec.endswith(".py") or "/" in spec:
-        path = Path(spec)
-        try:
-            source = path.read_text()
-        except OSError as exc:
-            raise BadInput(f"cannot read improver {spec}: {exc.strerror or exc}") from exc
+        source = read_source(Path(spec), "improver")
     else:
         resource = importlib.resources.files("seed_improvers").joinpath(f"{spec}.py")
         if not resource.is_file():

@@ -83,12 +83,15 @@ class LocalBackend:
             raise BadInput(f"no GGUF model file at {path}")
         self.id = f"local:{path.name}"
         self._lock = threading.Lock()
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=settings.context_tokens,
-            n_threads=os.cpu_count() or 1,
-            verbose=False,
-        )
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=settings.context_tokens,
+                n_threads=os.cpu_count() or 1,
+                verbose=False,
+            )
+        except ValueError as exc:  # llama.cpp's word for a file it cannot load
+            raise BadInput(f"--model {path} is not a GGUF model llama.cpp can load") from exc
         self._decoder: BatchDecoder | None = None  # built at the first batch of samples
 
     def generate(self, prompts: list[Prompt]) -> list[Completion]:

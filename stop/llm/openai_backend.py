@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -37,16 +38,38 @@ MAX_BODY_BYTES = 16 << 20
 _ERROR_CHARS = 500  # of an error message kept (a server may put anything in one)
 
 
-def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, before a run starts, when nothing listens at `base_url`."""
+def check_server(base_url: str, api_key: str, key_env: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before a run starts, unless an OpenAI-compatible server answers at
+    `base_url`: its models endpoint must answer with JSON that lists models. (A web page,
+    or a port where something else listens, would otherwise score every candidate 0.)"""
     url = urlparse(base_url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise BadInput(f"--base-url {base_url!r} is not an http(s) URL")
-    port = url.port or (443 if url.scheme == "https" else 80)
+    endpoint = base_url.rstrip("/") + "/models"
+    request = urllib.request.Request(endpoint, headers={"Authorization": f"Bearer {api_key}"})
+    unlike = f"--base-url {base_url} does not answer like an OpenAI-compatible server"
     try:
-        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
-    except OSError as exc:
-        raise BadInput(f"cannot reach --base-url {base_url}: {exc.strerror or exc}") from exc
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body = response.read(1 << 20)
+            kind = response.headers.get_content_type()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise BadInput(
+                f"the server at --base-url {base_url} refused the API key (HTTP {exc.code}): "
+                f"check {key_env}"
+            ) from exc
+        raise BadInput(f"{unlike}: GET {endpoint} gave HTTP {exc.code}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        why = getattr(exc, "reason", exc)
+        raise BadInput(
+            f"cannot reach --base-url {base_url}: {getattr(why, 'strerror', None) or why}"
+        ) from exc
+    try:
+        models = json.loads(body)["data"]
+        if not isinstance(models, list):
+            raise TypeError("data is not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{unlike}: GET {endpoint} gave {kind}, not a list of models") from exc
 
 
 class OpenAIBackend:
@@ -63,7 +86,7 @@ class OpenAIBackend:
                 )
             key = "unused"  # local servers ignore it, but the SDK wants one
         if base_url:
-            check_reachable(base_url)
+            check_server(base_url, key, settings.api_key_env)
         if not settings.model:
             raise BadInput("the openai backend needs --model (the server's model name)")
         self.settings = settings

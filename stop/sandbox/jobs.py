@@ -75,6 +75,28 @@ def call_job(payload: dict, chan: Any) -> dict:
     return {"outcome": "ok", "outputs": outputs, "times": times}
 
 
+# An input whose call runs over its CPU limit by at most GRACE is run again, TRIES times
+# in all at most, and passes if any run is within the limit. What else runs on the
+# machine inflates the kernel's count of one call by a few percent (the same 0.084 s call
+# read 0.080-0.089 s on 2 cores, more under load), so one reading would pass or fail a
+# program that needs 0.097 s of its 0.1 s by chance; the least of three is its own cost,
+# as the speed utility takes the best of its repeats.
+GRACE = 1.1
+TRIES = 3
+
+
+def retries(inputs: int) -> int:
+    """Runs again that one solve job may spend in all: bounded, so that its wall limit
+    (solve_wall_s) holds even when every input is near its limit."""
+    return 2 + inputs // 10
+
+
+def solve_wall_s(inputs: int, per_call_s: float) -> float:
+    """The host's wall limit for a solve job: every input's limit with its grace, the
+    runs again, and start-up."""
+    return 10.0 + inputs * 0.05 + (inputs + retries(inputs)) * per_call_s * GRACE
+
+
 def solve_job(payload: dict, chan: Any) -> dict:
     """Run `entry(*args)` once per input, each in a fresh worker with its own time limit,
     and report every input's outcome: a task's scorer counts what was solved."""
@@ -86,14 +108,40 @@ def solve_job(payload: dict, chan: Any) -> dict:
     max_reply = int(payload.get("max_reply_bytes", 16 << 20))
     results = []
     seeds = payload.get("seeds") or [0] * len(payload["inputs"])
+    spare = [retries(len(payload["inputs"]))]
     for args, seed in zip(payload["inputs"], seeds, strict=True):
-        call = worker.run(code, entry, args, max_reply, timed=False, limit_s=limit_s, seed=seed)
-        _report(chan, call.findings)
-        reply = call.reply
+        reply = _solve(code, entry, args, seed, limit_s, max_reply, chan, spare)
         if "error" in reply:
             reply["error"] = _str(reply["error"])[:500]
         results.append(reply)
     return {"outcome": "ok", "results": results}
+
+
+def _solve(
+    code: Any,
+    entry: str,
+    args: list,
+    seed: int,
+    limit_s: float,
+    max_reply: int,
+    chan: Any,
+    spare: list[int],
+) -> dict:
+    """One input's reply: the first run within `limit_s` of CPU time, else a timeout.
+    `spare`: the job's runs again left, spent here."""
+    for attempt in range(TRIES):
+        call = worker.run(
+            code, entry, args, max_reply, timed=False, limit_s=limit_s * GRACE, seed=seed
+        )
+        _report(chan, call.findings)
+        if call.reply.get("outcome") == "timeout":
+            break  # past the grace, or asleep past the backstop: no run would pass it
+        if call.cpu_s is None or call.cpu_s <= limit_s:
+            return call.reply
+        if attempt == TRIES - 1 or spare[0] == 0:
+            break
+        spare[0] -= 1
+    return {"outcome": "timeout", "error": f"took longer than {limit_s:g} s"}
 
 
 def improve_job(payload: dict, chan: Any) -> dict:

@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from stop.errors import BadInput, SandboxError
+from stop.errors import BadInput, Interrupted, SandboxError
 from stop.sandbox import jail, pool, reaper, slots
 
 log = logging.getLogger(__name__)
@@ -187,10 +188,35 @@ def run_job(
         log.warning("sandbox: %s", exc)
         return SandboxResult(status="crash", error=str(exc), wall_s=0.0)
     start = time.monotonic()
+    with _live_lock:
+        if _stopping:
+            slots.release(slot)
+            raise Interrupted("the run is being interrupted: no new sandbox starts")
+        _live[id(slot)] = slot
     try:
         return _run(slot, kind, payload, limits, rpc, preload, guard, start)
     finally:
+        with _live_lock:
+            _live.pop(id(slot), None)
         slots.release(slot)
+
+
+# The sandboxes running now, so that Ctrl-C can end them at once: a thread waiting on one
+# (a meta-utility test) would otherwise hold the interrupted run until its deadline.
+_live: dict[int, slots.Slot] = {}  # by id: slots are not hashable
+_live_lock = threading.Lock()
+_stopping = False
+
+
+def stop_all() -> None:
+    """Kill every running sandbox and start no new one (the process is being interrupted)."""
+    global _stopping
+    with _live_lock:
+        _stopping = True
+        running = list(_live.values())
+    for slot in running:
+        slot.kill_jail()
+        reaper.kill_group(slot.proc.pid)
 
 
 def _run(

@@ -12,13 +12,24 @@ import hashlib
 import logging
 import statistics
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, cast
 
 from stop.host.improver import run_improver
 from stop.host.ranking import CandidateRanker
 from stop.llm.base import derive_seed
-from stop.records import Budget, Evaluation, MetaScore, RankStats, Status, TestResult, Usage
+from stop.records import (
+    Budget,
+    Evaluation,
+    MetaScore,
+    MetaTestFinished,
+    MetaTestStarted,
+    RankStats,
+    Status,
+    TestResult,
+    Usage,
+)
 from stop.sandbox.runner import Limits
 from stop.scoring.audit import reward_hacking_signals
 from stop.scoring.task import TaskSpec, TaskUtility
@@ -47,6 +58,7 @@ class MetaUtility(Utility):
     ) -> None:
         """`budget`: each test's; `evaluations`: uses of this meta-utility per round."""
         super().__init__(evaluations, run.executor)
+        self.label: str | None = None  # names the improver under test in progress events
         self.tasks, self.run, self.k, self.test_budget = tasks, run, tests, budget
         self.seed, self.parallel = seed, parallel
         self._scores: dict[str, MetaScore] = {}
@@ -79,7 +91,7 @@ class MetaUtility(Utility):
             if key in self._scores:
                 return self._scores[key]
         with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-            results = list(pool.map(lambda i: self._test(improver, i), range(self.k)))
+            results = list(pool.map(lambda i: self.test(improver, i), range(self.k)))
         tests = [r for r, _ in results]
         usage = sum((used for _, used in results), Usage())
         per_task = {
@@ -102,8 +114,31 @@ class MetaUtility(Utility):
             self._scores[key] = score
         return score
 
-    def _test(self, improver: str, index: int) -> tuple[TestResult, Usage]:
+    def test(self, improver: str, index: int) -> tuple[TestResult, Usage]:
+        """Test `index` of the k that `score` runs, for a caller that schedules the tests
+        of several improvers together (stop/analysis/transfer.py)."""
+        # A test takes seconds to minutes: its start and end are what a round's progress
+        # display can show while the improvers and their scoring run.
         spec = self.tasks[index % len(self.tasks)]
+        name, label = spec.name, self.label
+        self.run.emit(MetaTestStarted(task=name, index=index, tests=self.k, improver=label))
+        started = time.monotonic()
+        result, usage = self._run_test(improver, index, spec)
+        self.run.emit(
+            MetaTestFinished(
+                task=name,
+                index=index,
+                tests=self.k,
+                improver=label,
+                status=result.improver_status,
+                val=result.val,
+                test=result.test,
+                seconds=time.monotonic() - started,
+            )
+        )
+        return result, usage
+
+    def _run_test(self, improver: str, index: int, spec: TaskSpec) -> tuple[TestResult, Usage]:
         task = TaskUtility(spec, self.test_budget.evaluations, self.executor)
         # The test's index seeds its samples, so every improver meets the same draws and a
         # re-run (or a resumed run) replays them from the cache. The improvers under test

@@ -29,6 +29,7 @@ from stop.records import (
     trim,
 )
 from stop.sandbox.executor import Executor
+from stop.sandbox.jobs import solve_wall_s
 from stop.sandbox.runner import Limits
 from stop.scoring.utility import Target, Utility
 
@@ -133,7 +134,7 @@ class TaskUtility(Utility):
             "per_call_s": self.spec.per_call_s,
         }
         # Each instance is limited on its own; the whole job gets their sum and start-up.
-        wall_s = 10.0 + len(instances) * (self.spec.per_call_s + 0.05)
+        wall_s = solve_wall_s(len(instances), self.spec.per_call_s)
         result = self.run_job("solve", payload, Limits(wall_s=wall_s), preload=self.spec.preload)
         reply = result.value if isinstance(result.value, dict) else {}
         if result.status != "ok" or reply.get("outcome") != "ok":

@@ -24,6 +24,7 @@ from stop.records import MAX_FEEDBACK, Evaluation, Feedback, UtilityOptions, sho
 from stop.sandbox.executor import Executor, LocalExecutor
 from stop.sandbox.runner import Limits, SandboxResult
 from stop.scoring.blocks import Blocks
+from stop.sources import read_source
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +181,9 @@ def load_utility(spec: str, target: Target, options: UtilityOptions) -> Utility:
 
 
 def _read_source(path: Path) -> str:
+    source = read_source(path, "utility file")
     try:
-        source = path.read_text()
         compile(source, str(path), "exec", dont_inherit=True)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BadInput(f"cannot read utility file {path}: {exc}") from exc
     except SyntaxError as exc:
         raise BadInput(f"utility file {path} has a syntax error at line {exc.lineno}") from exc
     return source

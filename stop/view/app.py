@@ -7,6 +7,7 @@ few seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -19,9 +20,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, Static, Tab, Tabs, Tree
 from textual.widgets.tree import TreeNode
 
-from stop.view import render
+from stop.errors import BadInput
+from stop.view import render, tables
 from stop.view.inert import inert
-from stop.view.runs import Node, RunView, read_run
+from stop.view.runs import read_run
+from stop.view.runview import Node, RunView
 
 TABS = ("code", "diff", "candidates", "exchanges", "chart")
 REFRESH_S = 3.0  # how often a running run is re-read
@@ -106,8 +109,17 @@ class LineageApp(App[None]):
 
     def _select(self, gen: int) -> None:
         node = self.selected = self.view.node(gen)
-        self.query_one("#summary", Static).update(self._summary(node))
+        self._update("#summary", lambda: self._summary(node))
         self._show()
+
+    def _update(self, widget: str, make: Callable[[], RenderableType]) -> None:
+        """Fill a widget; where a file of the run cannot be read (damaged, or gone since
+        the run was opened), say so there instead of ending the whole UI."""
+        try:
+            content = make()
+        except BadInput as exc:
+            content = Text(inert(str(exc)), style="red")
+        self.query_one(widget, Static).update(content)
 
     def _show(self) -> None:
         """Fill the body with the current tab's view of the selected generation."""
@@ -117,10 +129,11 @@ class LineageApp(App[None]):
         if self.tab in ("code", "diff"):
             # Plain text now, colours after the next paint: lexing is the slow part, and
             # a user holding the arrow key should see the code follow.
-            body.update(render.source(view, node, diff=self.tab == "diff", plain=True))
+            diff = self.tab == "diff"
+            self._update("#body", lambda: render.source(view, node, diff=diff, plain=True))
             self.call_after_refresh(self._highlight, node, self.tab)
         elif self.tab == "candidates":
-            body.update(candidates(view, node))
+            self._update("#body", lambda: candidates(view, node))
         elif self.tab == "exchanges":
             body.update(Text("reading the model exchanges…", style="dim"))
             self._show_exchanges(node.gen)
@@ -130,8 +143,7 @@ class LineageApp(App[None]):
 
     def _highlight(self, node: Node, tab: str) -> None:
         if node is self.selected and tab == self.tab:
-            code = render.source(self.view, node, diff=tab == "diff")
-            self.query_one("#body", Static).update(code)
+            self._update("#body", lambda: render.source(self.view, node, diff=tab == "diff"))
 
     def _summary(self, node: Node) -> RenderableType:
         lines: list[RenderableType] = [render.node_label(self.view, node)]
@@ -156,8 +168,14 @@ class LineageApp(App[None]):
     def _show_exchanges(self, gen: int) -> None:
         # The log can be large: it is read once, off the UI thread, and grouped by round.
         if self._exchanges is None:
+            try:
+                logged = self.view.exchanges()
+            except BadInput as exc:
+                error = Text(inert(str(exc)), style="red")
+                self.call_from_thread(self._fill_body, "exchanges", gen, error)
+                return
             grouped: dict[int | None, list[dict[str, Any]]] = {}
-            for entry in self.view.exchanges():
+            for entry in logged:
                 grouped.setdefault(entry.get("gen"), []).append(entry)
             self._exchanges = grouped
         entries = self._exchanges.get(gen if self.view.kind == "self-improve" else None, [])
@@ -179,10 +197,16 @@ class LineageApp(App[None]):
             self._fill_tree()
 
     def action_reload(self) -> None:
-        fresh = read_run(self.view.dir)
-        if fresh.nodes != self.view.nodes or fresh.status != self.view.status:
-            self.view, self._exchanges = fresh, None
-            self._fill_tree()
+        try:
+            fresh = read_run(self.view.dir)
+            if fresh.nodes == self.view.nodes and fresh.status == self.view.status:
+                return
+            fresh.read_sources()  # the tree's labels read them all
+        except BadInput as exc:  # the run as it was stays on the screen
+            self.notify(str(exc), title="cannot re-read the run", severity="error")
+            return
+        self.view, self._exchanges = fresh, None
+        self._fill_tree()
 
 
 def candidates(view: RunView, node: Node) -> RenderableType:
@@ -190,7 +214,7 @@ def candidates(view: RunView, node: Node) -> RenderableType:
     iteration's solve rate per task, with the change since the iteration before."""
     parts: list[RenderableType] = []
     if node.candidates:
-        parts.append(render.proposals_table(node))
+        parts.append(tables.proposals_table(node, expand=True))
     if node.tests:
         table = Table(title="Meta-utility tests", title_justify="left", expand=True)
         for column in ("task", "#", "improver", "val", "test", "error"):

@@ -16,7 +16,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer, TextLexer
 
 from stop.view.inert import inert
-from stop.view.runs import Node, RunView
+from stop.view.runview import Node, RunView
 
 _FORMATTER = HtmlFormatter(noclasses=True, nobackground=True, style="default")
 

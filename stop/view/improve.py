@@ -57,13 +57,16 @@ class ImproveProgress:
         self.task = self.progress.add_task("checking the original program", total=None)
 
     def __enter__(self) -> ImproveProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping one never started prints a blank line
+            self.progress.stop()
 
     def __call__(self, event: Any) -> None:
+        # Shown from the first event on: bad input, found before any, is one line alone.
+        if not self.progress.live.is_started:
+            self.progress.start()
         update = self.progress.update
         if isinstance(event, Calibrating):
             update(self.task, description=f"calibrating the {event.utility} utility")
@@ -88,7 +91,7 @@ def candidate_table(result: ImproveResult) -> Table:
         table.add_row(
             str(c.index),
             c.origin,
-            f"[{_STATUS_STYLE[e.status]}]{e.status.replace('_', ' ')}[/]",
+            f"[{_STATUS_STYLE[e.status]}]{e.status}[/]",  # spelled as in --json
             f"{e.score:.4g}",
             f"{e.seconds:.2f}s" if c.path else "",
             Text(inert((e.detail or "")[:60])),  # a Text: no markup read from it either
@@ -115,6 +118,7 @@ def summary(result: ImproveResult) -> Group:
             Panel(
                 Syntax(inert(result.diff), "diff", word_wrap=True),
                 title="Best program vs. the original",
+                expand=False,  # as wide as the diff: piped output has no width to fill
             )
         )
         gain = (

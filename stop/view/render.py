@@ -1,5 +1,6 @@
-"""Rich renderings of saved runs: the run table, the lineage tree with its chart, a
-generation's source or diff. The terminal UI and `stop lineage` share these."""
+"""Rich renderings of saved runs: the lineage tree with its chart, a generation's
+source or diff (the tables: stop/view/tables.py). The terminal UI and `stop lineage`
+share these."""
 
 from __future__ import annotations
 
@@ -13,42 +14,13 @@ from rich.text import Text
 from rich.tree import Tree
 
 from stop.view.inert import inert
-from stop.view.runs import Node, RunView
+from stop.view.runview import Node, RunView
+from stop.view.tables import fmt, proposals_table
 
-_STATUS_STYLE = {"finished": "green", "running": "cyan", "failed": "red", "interrupted": "yellow"}
 _BARS = "▁▂▃▄▅▆▇█"
 _SHORT = {"self-improve": "gen", "exit": "iter"}  # a node's name in labels; else "cand"
 # What a node's value is, per kind of run (an improve run's candidates: their score).
 _VALUE = {"self-improve": "meta-utility (val)", "exit": "mean solve rate"}
-
-
-def fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def runs_table(views: list[RunView]) -> Table:
-    table = Table(title="Runs", title_justify="left")
-    table.add_column("id", no_wrap=True)  # copied into other commands: never cut
-    for column in ("date", "kind", "model", "rounds", "best", "status"):
-        table.add_column(column, justify="right" if column in ("rounds", "best") else "left")
-    for v in views:
-        best = v.best
-        rounds = "-"
-        if v.kind == "self-improve":
-            rounds = f"{max(len(v.nodes) - 1, 0)}/{v.rounds}"
-        elif v.kind == "exit":  # iterations done, of those planned
-            rounds = f"{v.nodes[-1].gen if v.nodes else 0}/{v.rounds}"
-        style = _STATUS_STYLE.get(v.status, "")
-        table.add_row(
-            v.id,
-            v.started.strftime("%m-%d %H:%M"),
-            v.kind,
-            Text(inert(v.model)),
-            rounds,
-            fmt(best.val if best else None),
-            f"[{style}]{v.status}[/]",
-        )
-    return table
 
 
 def sparkline(values: list[float | None]) -> str:
@@ -63,10 +35,8 @@ def sparkline(values: list[float | None]) -> str:
     )
 
 
-def node_label(view: RunView, node: Node, why: bool = False) -> Text:
-    """gen, scores, change against the parent, kept or reverted, tokens, strategy; with
-    `why`, a second line on why a reverted generation was reverted (a terminal tree
-    widget shows one line per node: it shows the reason elsewhere)."""
+def node_label(view: RunView, node: Node) -> Text:
+    """gen, scores, change against the parent, kept or reverted, tokens, strategy."""
     label = Text()
     label.append(f"{short(view)} {node.gen}", style="bold")
     if view.kind == "self-improve":
@@ -74,7 +44,7 @@ def node_label(view: RunView, node: Node, why: bool = False) -> Text:
     elif view.kind == "exit":
         label.append(f"  solve rate {fmt(node.val)}")
     else:
-        label.append(f"  score {fmt(node.val)}  {node.status.replace('_', ' ')}")
+        label.append(f"  score {fmt(node.val)}  {node.status}")
     delta = view.delta(node)
     if delta is not None:
         label.append(f"  Δ {delta:+.3f}", style="green" if delta > 0 else "red" if delta else "")
@@ -92,8 +62,6 @@ def node_label(view: RunView, node: Node, why: bool = False) -> Text:
     if node.tokens:
         label.append(f"  {node.tokens:,} tok", style="dim")
     label.append(f"  {inert(view.strategy(node))}", style="italic")
-    if why and view.kind == "self-improve" and not node.kept and node.reason:
-        label.append(f"\n↳ reverted: {inert(node.reason)}", style="red")
     return label
 
 
@@ -136,7 +104,14 @@ def lineage_tree(view: RunView) -> Tree:
     tree = Tree(title(view))
     branches: dict[int | None, Tree] = {}
     for node, parent in placement(view):
-        branches[node.gen] = branches.get(parent, tree).add(node_label(view, node, why=True))
+        # One line a generation, its strategy (last) cut where the terminal ends, so a
+        # long lineage reads down the screen; why one was reverted is a line of its own.
+        text = node_label(view, node)
+        text.no_wrap, text.overflow = True, "ellipsis"
+        label: RenderableType = text
+        if view.kind == "self-improve" and not node.kept and node.reason:
+            label = Group(text, Text(f"↳ reverted: {inert(node.reason)}", style="red"))
+        branches[node.gen] = branches.get(parent, tree).add(label)
     if view.in_progress is not None:
         tree.add(Text(f"{short(view)} {view.in_progress}  in progress", style="cyan"))
     return tree
@@ -223,14 +198,6 @@ def numbered(program: str, language: str, plain: bool = False) -> Text:
     return numbered
 
 
-def last_line(text: str | None, limit: int = 100) -> str:
-    """An error's last non-empty line (a traceback's names the exception), trimmed."""
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return lines[-1] if len(lines[-1]) <= limit else lines[-1][: limit - 1] + "…"
-
-
 def verdict(node: Node) -> Text:
     """A generation's "kept"/"reverted", and why when its record says."""
     word = "kept" if node.kept else "reverted"
@@ -240,28 +207,7 @@ def verdict(node: Node) -> Text:
     return text
 
 
-def proposals_table(node: Node) -> Table:
-    """The proposals of the round that made a generation: status, scores, error, where
-    its source is (the improver and the model wrote every cell but the numbers)."""
-    table = Table(title="Proposals of its round", title_justify="left", expand=True)
-    for column in ("#", "origin", "status", "val", "test", "error, findings", "source"):
-        table.add_column(column, justify="right" if column in ("#", "val", "test") else "left")
-    for index, c in enumerate(node.candidates):
-        flags = (["sandbox-off attempt"] if c.circumvented else []) + c.findings
-        error = "; ".join([last_line(c.error), *flags]) if c.error else "; ".join(flags)
-        table.add_row(
-            str(index),
-            Text(inert(c.origin)),
-            c.status,
-            fmt(c.val),
-            fmt(c.test),
-            Text(inert(error)),
-            Text(inert(c.path or "-")),
-        )
-    return table
-
-
-def proposals(view: RunView, node: Node) -> RenderableType:
+def proposals(view: RunView, node: Node, expand: bool = False) -> RenderableType:
     """What `stop show` adds after a generation's source: why it was kept or reverted,
     and what it was chosen from."""
     parts: list[RenderableType] = []
@@ -271,13 +217,10 @@ def proposals(view: RunView, node: Node) -> RenderableType:
         parts.append(Text(f"improver: {node.status}: {inert(node.error)}", style="red"))
     parts.extend(Text(f"improver: {inert(f)}", style="yellow") for f in node.improver_findings)
     if node.candidates:
-        parts.append(proposals_table(node))
-        parts.append(
-            Text(
-                f"stop show {view.id} {node.gen} --proposal N: proposal N's source",
-                style="dim",
-            )
-        )
+        parts.append(proposals_table(node, expand))
+        # The command first: where the line wraps, the words after it move, not it.
+        command = f"stop show {view.id} {node.gen} --proposal N"
+        parts.append(Text(f"{command}: proposal N's source", style="dim"))
     return Group(*parts)
 
 

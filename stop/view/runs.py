@@ -1,67 +1,51 @@
-"""Read run directories back, finished or still running, as one shape for every view.
+"""Read run folders back, finished or still running, as the one shape every view reads
+(stop/view/runview.py).
 
 A self-improve run is a lineage of improver generations; an improve run is a flat one,
 the original program and the candidates its improver proposed; an expert-iteration run
-is a line of iterations, each a checkpoint of a model rather than a program. All become
-a `RunView` with one `Node` per generation (or candidate, or iteration), so the table,
-the tree, the source view, the terminal UI and the HTML export are written once.
+is a line of iterations, each a checkpoint of a model rather than a program.
+
+A run folder that cannot be read back (a file missing, unreadable, truncated, of another
+run format) is a DamagedRun naming the file and what is wrong: bad input for a command
+that reads that run, one line of a listing's `Listing.skipped` for `stop runs`.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
-import json
-import logging
+import os
+import stat
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stop.errors import BadInput
 from stop.records import (
     CandidateRecord,
     Failed,
     Finished,
+    ImproveResult,
     ImproverRecord,
     IterationSaved,
-    Proposal,
     Resumed,
     Started,
-    TestResult,
 )
-from stop.store import read_events, read_generations, read_json, read_record
+from stop.store import (
+    DamagedRun,
+    is_dir,
+    list_folder,
+    read_generations,
+    read_json,
+    read_record,
+    read_text,
+    scan_events,
+    shown_name,
+)
+from stop.view.runview import Node, RunView, summarize
 
-log = logging.getLogger(__name__)
-
-
-class Node(BaseModel):
-    """One generation of a self-improve run, one candidate of an improve run, or one
-    iteration of an expert-iteration run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    gen: int
-    parent: int | None
-    path: str | None  # the program, relative to the run directory
-    val: float | None  # validation score (an improve run's candidates have one score;
-    # an expert-iteration run's iterations, the mean solve rate over the tasks)
-    test: float | None = None
-    kept: bool  # self-improve: became the current improver; improve: the run's choice
-    status: str  # how the improver that produced it ended, or the candidate's evaluation
-    error: str | None = None
-    reason: str | None = None  # self-improve: why it was kept or reverted, one line
-    tokens: int = 0
-    calls: int = 0
-    seconds: float = 0.0
-    circumvented: bool = False
-    audit: list[str] = []
-    findings: list[str] = []
-    improver_findings: list[str] = []  # self-improve: of the run of the improver proposing it
-    candidates: list[Proposal] = []  # what it was chosen from, with scores
-    tests: list[TestResult] = []  # meta-utility tests
-    solve_rates: dict[str, float] = {}  # expert iteration: task -> fraction solved, greedy
+__all__ = ["Listing", "Node", "RunView", "list_runs", "open_run", "read_run", "summarize"]
 
 
 class _Common(TypedDict):
@@ -78,223 +62,66 @@ class _Common(TypedDict):
     warnings: list[str]
 
 
-class RunView(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _ModelFields(BaseModel):
+    model_config = ConfigDict(extra="ignore")
 
-    id: str
-    dir: Path
-    kind: str  # "self-improve", "improve" or "exit"
-    started: datetime
-    model: str
-    rounds: int | None  # planned (self-improve: rounds; exit: iterations)
-    status: str  # "running", "finished", "failed", "interrupted"
-    error: str | None = None
-    nodes: list[Node]
-    in_progress: int | None = None  # the generation being made, when running
-    target: str | None = None  # improve runs
+    backend: str | None = None
+    model: str | None = None
+    options: dict[str, Any] = {}
+
+
+class _ConfigFields(BaseModel):
+    """What a view reads of a config.json, whichever kind of run wrote it (each kind's
+    own config record has more, and checks it when the run is resumed)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    rounds: int | None = None  # self-improve
+    iterations: int | None = None  # exit
+    preset: str | None = None  # exit: the decoder's size
+    target: str | None = None  # improve
     utility: str | None = None
-    records: dict[str, Any] = {}  # what the improver saved (utility.record): name -> data
-    warnings: list[str] = []  # what could not be shown, and why
-    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    @property
-    def best(self) -> Node | None:
-        """The current improver (a generation is kept only if it beats its parent), or
-        an improve run's choice."""
-        kept = [n for n in self.nodes if n.kept]
-        return kept[-1] if kept else None
-
-    def node(self, gen: int) -> Node:
-        for node in self.nodes:
-            if node.gen == gen:
-                return node
-        have = f"{self.nodes[0].gen}..{self.nodes[-1].gen}" if self.nodes else "none yet"
-        what = "iteration" if self.kind == "exit" else "generation"
-        raise BadInput(f"run {self.id} has no {what} {gen} (it has {have})")
-
-    def parent_of(self, node: Node) -> Node | None:
-        return None if node.parent is None else self.node(node.parent)
-
-    def source(self, node: Node) -> str:
-        """A node's program; an iteration's solve rates, which is what it made."""
-        if self.kind == "exit":
-            return _solve_rates_text(node)
-        return "" if node.path is None else self._read(node.path)
-
-    def _read(self, path: str) -> str:
-        if path not in self._sources:  # labels, diffs and summaries all read them
-            try:
-                self._sources[path] = (self.dir / path).read_text()
-            except OSError as exc:
-                raise BadInput(f"run {self.id}: cannot read {path}: {exc.strerror}") from exc
-        return self._sources[path]
-
-    def proposal(self, node: Node, index: int) -> Proposal:
-        """Proposal `index` of the round that made a generation (its place in the record,
-        as the reason and `stop show --proposal` number them)."""
-        if not 0 <= index < len(node.candidates):
-            have = f"0..{len(node.candidates) - 1}" if node.candidates else "none"
-            raise BadInput(f"{self.noun} {node.gen} has no proposal {index} (it has {have})")
-        return node.candidates[index]
-
-    def proposal_source(self, proposal: Proposal) -> str | None:
-        """A proposal's source; None when it had none (a reply with no code), or when it
-        was recorded before proposals' sources were kept."""
-        return None if proposal.path is None else self._read(proposal.path)
-
-    def diff(self, node: Node) -> str:
-        """Unified diff of a node's program against its parent's (empty for a root)."""
-        parent = self.parent_of(node)
-        if parent is None:
-            return ""
-        return "".join(
-            difflib.unified_diff(
-                self.source(parent).splitlines(keepends=True),
-                self.source(node).splitlines(keepends=True),
-                fromfile=f"{self.noun} {parent.gen}",
-                tofile=f"{self.noun} {node.gen}",
-            )
-        )
-
-    @property
-    def noun(self) -> str:
-        return {"self-improve": "generation", "exit": "iteration"}.get(self.kind, "candidate")
-
-    def delta(self, node: Node) -> float | None:
-        parent = self.parent_of(node)
-        if parent is None or parent.val is None or node.val is None:
-            return None
-        return node.val - parent.val
-
-    def exchanges(self, gen: int | None = None) -> list[dict[str, Any]]:
-        """The language-model exchanges logged for the run, or for one generation (the
-        round that produced it: its improver's own calls and the meta-utility's)."""
-        path = self.dir / "llm.jsonl"
-        if not path.is_file():
-            return []
-        found = []
-        with open(path) as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line being written right now
-                if gen is None or entry.get("gen") == gen:
-                    found.append(entry)
-        return found
-
-    def strategy(self, node: Node) -> str:
-        if self.kind == "exit":
-            return _progress(node, self.parent_of(node))
-        if node.path is None:
-            return "no program"
-        parent = self.parent_of(node)
-        if self.kind == "improve":  # candidates are target programs, not improvers
-            return "the original" if parent is None else _line_changes(self, parent, node)
-        return summarize(self.source(node), self.source(parent) if parent else None)
+    model: _ModelFields | None = None
 
 
-def _solve_rates_text(node: Node) -> str:
-    """An iteration's greedy solve rates, a task a line (so that a diff is per task)."""
-    solved = sum(rate == 1.0 for rate in node.solve_rates.values())
-    head = (
-        f"iteration {node.gen}: {solved} of {len(node.solve_rates)} tasks solved by greedy "
-        f"decoding, mean solve rate {node.val or 0.0:.3f}"
-    )
-    width = max((len(name) for name in node.solve_rates), default=0)
-    lines = [
-        f"{name:<{width}}  {rate:.3f}{'  solved' if rate == 1.0 else ''}"
-        for name, rate in node.solve_rates.items()
-    ]
-    return "\n".join([head, *lines]) + "\n"
+class Listing(NamedTuple):
+    views: list[RunView]  # oldest first
+    skipped: list[DamagedRun]  # folders that are not readable runs, each saying why
 
 
-def _progress(node: Node, parent: Node | None) -> str:
-    """Tasks solved, and those solved for the first time since the previous iteration."""
-    solved = [name for name, rate in node.solve_rates.items() if rate == 1.0]
-    text = f"{len(solved)}/{len(node.solve_rates)} solved"
-    before = set() if parent is None else {n for n, r in parent.solve_rates.items() if r == 1.0}
-    new = [name for name in solved if name not in before]
-    lost = sorted(before - set(solved))
-    if new and parent is not None:
-        text += f", new: {', '.join(new)}"
-    if lost:
-        text += f", lost: {', '.join(lost)}"
-    return text
-
-
-def _line_changes(view: RunView, parent: Node, node: Node) -> str:
-    return f"{_changed(view.source(parent), view.source(node))} lines vs {view.noun} {parent.gen}"
-
-
-def _changed(old: str, new: str) -> str:
-    """Lines added and removed, as "+3/-1"."""
-    changes = list(difflib.ndiff(old.splitlines(), new.splitlines()))
-    added = sum(line.startswith("+ ") for line in changes)
-    removed = sum(line.startswith("- ") for line in changes)
-    return f"+{added}/-{removed}"
-
-
-# Words that name a search strategy, as STOP's improvers named theirs.
-_STRATEGIES = [
-    ("beam", "beam search"),
-    ("genetic", "genetic algorithm"),
-    ("crossover", "genetic algorithm"),
-    ("anneal", "simulated annealing"),
-    ("bandit", "bandit"),
-    ("ucb", "bandit"),
-    ("tree", "tree search"),
-    ("feedback", "feedback refinement"),
-    ("elite", "MAP-Elites"),
-    ("temperature", "varies temperature"),
-    ("decompos", "decomposition"),
-]
-
-
-def summarize(source: str, parent: str | None) -> str:
-    """One line on what an improver does: its own docstring's first line if it has one,
-    else the strategies its code names, else how it differs from its parent."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return "does not parse"
-    for fn in ast.walk(tree):
-        if isinstance(fn, ast.FunctionDef) and fn.name == "improve_algorithm":
-            doc = ast.get_docstring(fn)
-            if doc and doc.strip():
-                return doc.strip().splitlines()[0][:80]
-    lowered = source.lower()
-    named = list(dict.fromkeys(label for word, label in _STRATEGIES if word in lowered))
-    if parent is not None and source.strip() == parent.strip():
-        return "same as its parent"
-    if named:
-        return ", ".join(named)
-    if parent is None:
-        return "seed"
-    return f"{_changed(parent, source)} lines vs parent"
-
-
-def list_runs(runs_dir: Path) -> list[RunView]:
-    """Every run in runs_dir, oldest first; a directory that is not a readable run is
-    skipped with a warning rather than hiding the others."""
+def list_runs(runs_dir: Path) -> Listing:
+    """Every run in runs_dir; a folder that is not a readable run is skipped, and said
+    why, rather than hiding the others."""
     views: list[RunView] = []
-    if not runs_dir.is_dir():
-        return views
-    for path in sorted(runs_dir.iterdir()):
-        if not path.is_dir() or path.name.startswith("."):
-            continue
+    skipped: list[DamagedRun] = []
+    try:
+        entries = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
+    except OSError as exc:
+        raise BadInput(f"cannot read {runs_dir} ({exc.strerror or exc})") from exc
+    for path in entries:
         try:
+            if not path.is_dir() or path.name.startswith("."):
+                continue
             views.append(read_run(path))
-        except BadInput as exc:
-            log.warning("skipping %s: %s", path.name, exc)
-    return views
+        except DamagedRun as exc:
+            skipped.append(exc)
+        except (BadInput, OSError) as exc:  # what the readers do not name: still one line
+            skipped.append(DamagedRun(path.name, _why(exc)))
+    return Listing(views, skipped)
+
+
+def _why(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
 
 
 def open_run(runs_dir: Path, run_id: str) -> RunView:
     """The run with this id; an unknown id is bad input, with the closest ids named."""
     path = runs_dir / run_id
-    if "/" in run_id or run_id.startswith(".") or not path.is_dir():
-        known = [p.name for p in runs_dir.iterdir() if p.is_dir()] if runs_dir.is_dir() else []
+    if "/" in run_id or run_id.startswith(".") or not is_dir(path):
+        try:
+            known = [p.name for p in runs_dir.iterdir() if p.is_dir()] if is_dir(runs_dir) else []
+        except OSError:
+            known = []  # the hint is a courtesy: the error is the unknown id
         close = difflib.get_close_matches(run_id, known, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         if not known:
@@ -304,13 +131,23 @@ def open_run(runs_dir: Path, run_id: str) -> RunView:
 
 
 def read_run(run_dir: Path) -> RunView:
+    """A run folder as a RunView; a DamagedRun where it cannot be read back."""
     run_id = run_dir.name
-    if not (run_dir / "config.json").is_file():
-        raise BadInput(f"{run_dir} is not a stop run (it has no config.json)")
-    config = read_json(run_dir / "config.json", run_id)
-    events = read_events(run_dir)
+    config_path = run_dir / "config.json"
+    try:
+        configured = config_path.stat().st_mtime
+    except FileNotFoundError as exc:
+        raise DamagedRun(run_id, "not a stop run (it has no config.json)") from exc
+    except OSError as exc:
+        raise DamagedRun(run_id, f"cannot read config.json ({exc.strerror or exc})") from exc
+    raw = read_json(config_path, run_id)
+    try:
+        config = _ConfigFields.model_validate(raw)
+    except ValidationError as exc:
+        raise DamagedRun(run_id, f"corrupt config.json: {_first(exc)}") from exc
+    events, bad_lines = scan_events(run_dir)
     started = next((e for e in events if isinstance(e, Started)), None)
-    kind = started.kind if started else ("self-improve" if "rounds" in config else "improve")
+    kind = started.kind if started else ("self-improve" if "rounds" in raw else "improve")
     status, error = "running", None
     for event in events:
         if isinstance(event, Finished):
@@ -320,17 +157,22 @@ def read_run(run_dir: Path) -> RunView:
             status = "interrupted" if error.startswith("KeyboardInterrupt") else "failed"
         elif isinstance(event, Resumed):
             status, error = "running", None
-    started_at = datetime.fromtimestamp(
-        started.time if started else (run_dir / "config.json").stat().st_mtime
-    )
-    model = _model_name(kind, config)
     records, warnings = _records(run_dir, run_id)
+    if bad_lines:
+        # The rest of the log still says how the run went; the status may be stale.
+        shown = ", ".join(map(str, bad_lines[:5])) + (", …" if len(bad_lines) > 5 else "")
+        what = (
+            f"line {shown} is not an event"
+            if len(bad_lines) == 1
+            else f"lines {shown} are not events"
+        )
+        warnings.insert(0, f"events.jsonl: {what} (skipped)")
     common: _Common = {
         "id": run_id,
         "dir": run_dir,
         "kind": kind,
-        "started": started_at,
-        "model": model,
+        "started": datetime.fromtimestamp(started.time if started else configured),
+        "model": _model_name(kind, config),
         "status": status,
         "error": error,
         "records": records,
@@ -340,40 +182,65 @@ def read_run(run_dir: Path) -> RunView:
         if kind == "self-improve":
             nodes = _generations(run_dir)
             in_progress = len(nodes) if status == "running" else None
-            return RunView(
-                **common, rounds=config.get("rounds"), nodes=nodes, in_progress=in_progress
-            )
-        if kind == "exit":
-            return _exit_run(events, config, common)
-        return _improve_run(run_dir, run_id, config, common)
+            view = RunView(**common, rounds=config.rounds, nodes=nodes, in_progress=in_progress)
+        elif kind == "exit":
+            view = _exit_run(events, config, common)
+        else:
+            view = _improve_run(run_dir, run_id, config, common)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise BadInput(
-            f"run {run_id} has a record this stop cannot read: {where}: {first['msg']}"
-        ) from exc
+        raise DamagedRun(run_id, f"has a record this stop cannot read: {_first(exc)}") from exc
+    _check_files(view)
+    return view
 
 
-def _model_name(kind: str, config: dict[str, Any]) -> str:
+def _first(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+
+
+def _check_files(view: RunView) -> None:
+    """Every program the run's records name is a file there. Reading them all would
+    cost `stop runs` the whole run; a stat each is cheap, and finds a folder that lost
+    one (a reader of a damaged one still says so, when it reads it)."""
+    paths = [n.path for n in view.nodes] + [c.path for n in view.nodes for c in n.candidates]
+    for path in dict.fromkeys(p for p in paths if p is not None):
+        name = shown_name(view.dir / path, view.id)
+        try:
+            regular = stat.S_ISREG(os.stat(view.dir / path).st_mode)
+        except FileNotFoundError:
+            raise DamagedRun(view.id, f"{name} is missing") from None
+        except OSError as exc:
+            raise DamagedRun(view.id, f"cannot read {name} ({exc.strerror or exc})") from exc
+        if not regular:
+            raise DamagedRun(view.id, f"cannot read {name} (not a file)")
+
+
+def _model_name(kind: str, config: _ConfigFields) -> str:
     if kind == "exit":  # a decoder trained from scratch: its size preset names it
-        return f"decoder ({config.get('preset', '?')})"
-    model = config.get("model") or {}
-    options = model.get("options") or {}
-    return model.get("model") or options.get("model") or model.get("backend") or "?"
+        return f"decoder ({config.preset or '?'})"
+    model = config.model or _ModelFields()
+    option = model.options.get("model")
+    return model.model or (option if isinstance(option, str) else None) or model.backend or "?"
 
 
 def _records(run_dir: Path, run_id: str) -> tuple[dict[str, Any], list[str]]:
     """Records an improver saved with the run. One that is unreadable or belongs to
     another run (a copied file) is reported and left out, never fatal."""
     records, warnings = {}, []
-    for path in sorted((run_dir / "records").glob("*.json")):
+    try:
+        names = list_folder(run_dir / "records", run_id)
+    except DamagedRun as exc:
+        return {}, [exc.problem]
+    for name in names:
+        if not name.endswith(".json"):
+            continue
         try:
-            record = ImproverRecord.model_validate_json(path.read_text())
+            record = ImproverRecord.model_validate_json((run_dir / "records" / name).read_bytes())
         except (OSError, ValidationError) as exc:
-            warnings.append(f"records/{path.name} is unreadable: {str(exc).splitlines()[0]}")
+            warnings.append(f"records/{name} is unreadable: {str(exc).splitlines()[0]}")
             continue
         if record.run_id != run_id:
-            warnings.append(f"records/{path.name} belongs to run {record.run_id}: not shown")
+            warnings.append(f"records/{name} belongs to run {record.run_id}: not shown")
             continue
         records[record.name] = record.data
     return records, warnings
@@ -405,7 +272,7 @@ def _generations(run_dir: Path) -> list[Node]:
     ]
 
 
-def _exit_run(events: list[Any], config: dict[str, Any], common: _Common) -> RunView:
+def _exit_run(events: list[Any], config: _ConfigFields, common: _Common) -> RunView:
     """One node per iteration logged (each one a checkpoint), in a line: each iteration
     trains on from the one before, and none is ever reverted."""
     # By number, the last event of a number winning. A crash between an iteration's
@@ -425,25 +292,31 @@ def _exit_run(events: list[Any], config: dict[str, Any], common: _Common) -> Run
                 solve_rates=rates,
             )
         )
-    planned = config.get("iterations")
+    planned = config.iterations
     done = nodes[-1].gen if nodes else 0
     running = common["status"] == "running" and (planned is None or done < planned)
     return RunView(**common, rounds=planned, nodes=nodes, in_progress=done + 1 if running else None)
 
 
-def _improve_run(run_dir: Path, run_id: str, config: dict[str, Any], common: _Common) -> RunView:
+def _improve_run(run_dir: Path, run_id: str, config: _ConfigFields, common: _Common) -> RunView:
+    folder = run_dir / "candidates"
     records = [
-        read_record(path, CandidateRecord, run_id, "candidate record")
-        for path in sorted((run_dir / "candidates").glob("*.json"))
+        read_record(folder / name, CandidateRecord, run_id, "candidate record")
+        for name in list_folder(folder, run_id)
+        if name.endswith(".json")
     ]
     result_path = run_dir / "result.json"
-    result = read_json(result_path, run_id) if result_path.is_file() else None
+    # None while the run goes on: the result is written last.
+    result = (
+        read_record(result_path, ImproveResult, run_id, "result") if _exists(result_path) else None
+    )
     original = next((r.index for r in records if r.origin == "original"), None)
     chosen = None
-    if result is not None and result.get("improved"):
-        best = (run_dir / Path(result["best_path"]).name).read_text()
+    if result is not None and result.improved:
+        best = read_text(run_dir / Path(result.best_path).name, run_id)
         chosen = next(
-            (r.index for r in records if r.path and (run_dir / r.path).read_text() == best), None
+            (r.index for r in records if r.path and read_text(run_dir / r.path, run_id) == best),
+            None,
         )
     nodes = [
         Node(
@@ -459,15 +332,25 @@ def _improve_run(run_dir: Path, run_id: str, config: dict[str, Any], common: _Co
         )
         for r in records
     ]
-    usage = (result or {}).get("usage", {})
+    if result is not None:
+        # The run's best score is the final re-scoring's, as `stop improve` reported it,
+        # not the chosen candidate's score during the run: one number everywhere.
+        for node in nodes:
+            if node.kept:
+                node.val = result.best_score
     root = next((n for n in nodes if n.gen == original), None)
-    if root is not None and usage:  # the run's model usage, shown once, on the original
-        root.tokens = usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-        root.calls = usage.get("calls", 0)
-    return RunView(
-        **common,
-        rounds=None,
-        nodes=nodes,
-        target=str(config.get("target")),
-        utility=config.get("utility"),
-    )
+    if root is not None and result is not None:  # the run's model usage, shown once
+        root.tokens = result.usage.prompt_tokens + result.usage.completion_tokens
+        root.calls = result.usage.calls
+    return RunView(**common, rounds=None, nodes=nodes, target=config.target, utility=config.utility)
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` is there at all (a reader says what else is wrong with it)."""
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True

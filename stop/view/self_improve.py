@@ -11,6 +11,8 @@ from rich.text import Text
 
 from stop.records import (
     GenerationSaved,
+    MetaTestFinished,
+    MetaTestStarted,
     RoundStarted,
     SelfImproveConfig,
     SelfImproveResult,
@@ -42,6 +44,16 @@ class SelfImproveProgress:
                 f"{verdict} ({event.seconds:.0f} s)",
                 highlight=False,
             )
+        elif isinstance(event, MetaTestStarted | MetaTestFinished):
+            # The tests are most of a round's time: the proposer's and the host's scoring.
+            what = f"    meta-utility test {event.index + 1}/{event.tests} ({event.task})"
+            if isinstance(event, MetaTestStarted):
+                self.console.print(f"{what} started", style="dim", highlight=False)
+            else:
+                ok = event.status == "ok"
+                outcome = f"val {event.val:.3f}, test {event.test:.3f}" if ok else event.status
+                line = f"{what}: {outcome} ({event.seconds:.0f} s)"
+                self.console.print(line, style="dim", highlight=False)
 
 
 def generations_summary(result: SelfImproveResult, config: SelfImproveConfig) -> Group:
