@@ -116,7 +116,7 @@ def self_improve_command(
     line = f"Budget: at most {bound.calls} model calls, about {bound.tokens} tokens"
     if config.model.backend == "local":
         line += f"; on the embedded model at most about {bound.local_seconds / 60:.0f} min"
-    err.print(line + " (cached answers cost nothing).", highlight=False)
+    err.print(line + " (cached answers cost nothing).", highlight=False, soft_wrap=True)
     # A cluster has cores to spare: all k meta-utility tests at once instead of a few.
     parallel = config.tests if chosen.name == "ray" else None
     try:
