@@ -14,16 +14,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from stop.records import MetaTestFinished, MetaTestStarted
+from stop.view.improve import progress_bar
 
 
 class Steps:
@@ -37,15 +30,7 @@ class Steps:
         self._lock = threading.Lock()
         self._done = 0
         self.total = total
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=True,
-        )
+        self.progress = progress_bar(self.console)
         self.task = self.progress.add_task("starting", total=total)
 
     def __enter__(self) -> Steps:

@@ -41,19 +41,24 @@ _STATUS_STYLE = {
 }
 
 
+def progress_bar(console: Console) -> Progress:
+    """The one progress bar of every command: the step, a bar, done of all, time so far."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 class ImproveProgress:
     """Turns the core loop's events into a progress bar over the utility budget."""
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
+        self.progress = progress_bar(console)
         self.task = self.progress.add_task("checking the original program", total=None)
 
     def __enter__(self) -> ImproveProgress:
