@@ -367,13 +367,24 @@ class _Event(Shape):
     time: float = Field(default_factory=time.time)
 
 
+class Process(Shape):
+    """The process running a run, so that a reader can tell a running run from a killed
+    one: its pid, its start time (clock ticks since boot: a pid is reused), its host."""
+
+    pid: int
+    start: int
+    host: str
+
+
 class Started(_Event):
     event: Literal["started"] = "started"
     kind: str  # improve, self-improve, exit
+    process: Process | None = None  # None in runs made before it was recorded
 
 
 class Resumed(_Event):
     event: Literal["resumed"] = "resumed"
+    process: Process | None = None
 
 
 class Calibrating(_Event):

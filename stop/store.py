@@ -31,6 +31,7 @@ from stop.records import (
     GenerationRecord,
     GenerationSaved,
     ImproverRecord,
+    Process,
     Record,
     RecordSaved,
     Resumed,
@@ -109,6 +110,31 @@ class DamagedRun(BadInput):
         super().__init__(f"run {run_id}: {problem}")
         self.run_id = run_id
         self.problem = problem
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def this_process() -> Process | None:
+    """This process, as a run's log records the one running it."""
+    start = _start_ticks(os.getpid())
+    if start is None:
+        return None
+    return Process(pid=os.getpid(), start=start, host=os.uname().nodename)
+
+
+def alive(process: Process) -> bool | None:
+    """Whether the process that ran a run still runs it; None where this machine cannot
+    tell (another host)."""
+    if process.host != os.uname().nodename:
+        return None
+    return _start_ticks(process.pid) == process.start
 
 
 def shown_name(path: Path, run_id: str) -> str:
@@ -256,13 +282,13 @@ class RunStore:
         (run_dir / "candidates").mkdir(parents=True)
         write_atomic(run_dir / "config.json", config.model_dump_json(indent=2) + "\n")
         store = cls(run_dir, events)
-        store.emit(Started(kind=kind))
+        store.emit(Started(kind=kind, process=this_process()))
         return store
 
     @classmethod
     def resume(cls, runs_dir: Path, run_id: str, events: EventLog | None = None) -> RunStore:
         store = cls(runs_dir / run_id, events)
-        store.emit(Resumed())
+        store.emit(Resumed(process=this_process()))
         return store
 
     def emit(self, event: Any) -> None:

@@ -101,3 +101,22 @@ def test_ctrl_c_in_improve_says_what_was_kept(tmp_path: Path):
     assert process.returncode == 130, err
     assert lines[-1].startswith("interrupted: run ") and "1 scored candidate" in lines[-1]
     assert "Traceback" not in err
+
+
+def test_a_killed_run_is_not_shown_as_running(tmp_path: Path):
+    (tmp_path / "improver.py").write_text(SLOW_ON_ITSELF)
+    (tmp_path / "script.json").write_text(json.dumps(["no code"]))
+    args = ["self-improve", "--improver", "improver.py", "--script", "script.json"]
+    process = _start([*args, "--tasks", "parity", "--rounds", "1", "--tests", "1"], tmp_path)
+    runs = tmp_path / "runs"
+    _wait_for(lambda: next(runs.glob("*/generations/gen_000.json"), None))
+    listed = subprocess.run(
+        [*STOP, "runs", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(listed.stdout)[0]["status"] == "running"
+    os.killpg(process.pid, signal.SIGKILL)  # no handler runs: nothing goes in the log
+    process.communicate(timeout=60)
+    listed = subprocess.run(
+        [*STOP, "runs", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(listed.stdout)[0]["status"] == "killed", listed.stdout

@@ -15,7 +15,15 @@ from stop.errors import BadInput
 from stop.exit.checkpoint import CHECKPOINT_NAME
 from stop.exit.config import ExitConfig
 from stop.records import Started
-from stop.store import DamagedRun, RunStore, is_dir, read_events, read_record, write_atomic
+from stop.store import (
+    DamagedRun,
+    RunStore,
+    is_dir,
+    read_events,
+    read_record,
+    this_process,
+    write_atomic,
+)
 
 KIND = "exit"  # the run kind in Started events and in run ids
 
@@ -32,7 +40,7 @@ def create(config: ExitConfig, runs_dir: Path, out: Path | None = None) -> RunSt
     # What RunStore.create does, at a path of the user's choosing.
     write_atomic(out / "config.json", config.model_dump_json(indent=2) + "\n")
     store = RunStore(out)
-    store.emit(Started(kind=KIND))
+    store.emit(Started(kind=KIND, process=this_process()))
     return store
 
 

@@ -42,7 +42,7 @@ from stop.exit.tokens import Units
 from stop.exit.train import make_batch, train_step, trajectory_items
 from stop.lmc.tasks import Task
 from stop.records import FORMAT_VERSION, Failed, Finished, IterationSaved, Resumed
-from stop.store import RunStore, write_atomic
+from stop.store import RunStore, this_process, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def run_exit(
     checkpoint = store.dir / CHECKPOINT_NAME
     if resume:
         state = restore_state(checkpoint, config)  # refused before anything is logged
-        store.emit(Resumed())
+        store.emit(Resumed(process=this_process()))
     elif checkpoint.exists():
         raise BadInput(f"{store.dir} already holds a run: pass --resume or another --out")
     try:

@@ -34,6 +34,7 @@ from stop.records import (
 )
 from stop.store import (
     DamagedRun,
+    alive,
     is_dir,
     list_folder,
     read_generations,
@@ -149,14 +150,18 @@ def read_run(run_dir: Path) -> RunView:
     started = next((e for e in events if isinstance(e, Started)), None)
     kind = started.kind if started else ("self-improve" if "rounds" in raw else "improve")
     status, error = "running", None
+    runner = None  # the process running it, as its log last said
     for event in events:
         if isinstance(event, Finished):
             status, error = "finished", None
         elif isinstance(event, Failed):
             error = event.error
             status = "interrupted" if error.startswith("KeyboardInterrupt") else "failed"
-        elif isinstance(event, Resumed):
-            status, error = "running", None
+        elif isinstance(event, Started | Resumed):
+            status, error, runner = "running", None, event.process
+    if status == "running" and runner is not None and alive(runner) is False:
+        # Its process is gone without a word in the log: killed (kill -9, power, OOM).
+        status, error = "killed", "the process running it ended without saying so"
     records, warnings = _records(run_dir, run_id)
     if bad_lines:
         # The rest of the log still says how the run went; the status may be stale.

@@ -58,7 +58,7 @@ class RunView(BaseModel):
     started: datetime
     model: str
     rounds: int | None  # planned (self-improve: rounds; exit: iterations)
-    status: str  # "running", "finished", "failed", "interrupted"
+    status: str  # "running", "finished", "failed", "interrupted", "killed"
     error: str | None = None
     nodes: list[Node]
     in_progress: int | None = None  # the generation being made, when running

@@ -16,7 +16,13 @@ from rich.text import Text
 from stop.view.inert import inert
 from stop.view.runview import Node, RunView
 
-_STATUS_STYLE = {"finished": "green", "running": "cyan", "failed": "red", "interrupted": "yellow"}
+_STATUS_STYLE = {
+    "finished": "green",
+    "running": "cyan",
+    "failed": "red",
+    "interrupted": "yellow",
+    "killed": "red",
+}
 
 
 def fmt(value: float | None) -> str:
