@@ -22,7 +22,7 @@ from stop.host.prefetch import Prefetcher
 from stop.host.ranking import CandidateRanker
 from stop.llm.model import LanguageModel
 from stop.records import Evaluation, ImproverOutcome
-from stop.sandbox.protocol import Op, Refusal, ok, refuse
+from stop.sandbox.protocol import Op, Refusal, ok, refuse, unscored
 from stop.sandbox.runner import Limits, SandboxResult, run_job
 from stop.scoring.utility import Utility
 from stop.search.edits import apply_reply
@@ -232,14 +232,8 @@ class ImproverHost:
         )
         answer: Any = 0.0
         if request.feedback:
-            answer = {
-                "score": 0.0,
-                "status": "budget_spent",
-                "detail": f"utility budget of {budget} evaluations spent: not evaluated",
-                "seconds": 0.0,
-                "metrics": {},
-                "feedback": [],
-            }
+            why = f"utility budget of {budget} evaluations spent: not evaluated"
+            answer = unscored("budget_spent", why)
         return ok(answer, uses=self.utility.uses, budget=budget)
 
     def _note_spent(self, kind: str, finding: str) -> None:

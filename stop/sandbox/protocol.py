@@ -74,6 +74,19 @@ def request(op: Op, **fields: Any) -> dict[str, Any]:
     return {"op": op.value, **fields}
 
 
+def unscored(status: str, detail: str) -> dict[str, Any]:
+    """`utility.evaluate`'s answer for a program nothing ran (no program given, the budget
+    spent): the shape of an evaluation, score 0."""
+    return {
+        "score": 0.0,
+        "status": status,
+        "detail": detail,
+        "seconds": 0.0,
+        "metrics": {},
+        "feedback": [],
+    }
+
+
 def ok(value: Any, **state: Any) -> dict[str, Any]:
     return {"ok": value, **state}
 

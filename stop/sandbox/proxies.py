@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from stop.sandbox.protocol import Op, request, unwrap
+from stop.sandbox.protocol import Op, request, unscored, unwrap
 
 
 class LanguageModelProxy:
@@ -88,14 +88,7 @@ class UtilityProxy:
         ({kind, input, expected, actual, message}) to show the model. Past the budget,
         score 0 and status `budget_spent`."""
         if _no_program(program):
-            return {
-                "score": 0.0,
-                "status": "no_code",
-                "detail": "no program given",
-                "seconds": 0.0,
-                "metrics": {},
-                "feedback": [],
-            }
+            return unscored("no_code", "no program given")
         return dict(self._score(request(Op.UTILITY, program=str(program), feedback=True)))
 
     def rank(self, programs: list[str]) -> list[int]:
