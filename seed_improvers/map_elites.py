@@ -1,5 +1,6 @@
 import random
 
+from stop.errors import BudgetExhausted
 from stop.helpers import EDIT_INSTRUCTIONS
 
 # Behaviour descriptors, each relative to the initial solution: code length (non-blank
@@ -11,9 +12,13 @@ def improve_algorithm(initial_solution, utility, language_model):
     """MAP-Elites (OpenELM-style): an archive of the best program per behaviour cell.
 
     Cells are code length x evaluation time, both relative to the initial solution. Each
-    round mutates an elite chosen at random (the model answers with edits or a whole
+    request mutates an elite chosen at random (the model answers with edits or a whole
     program); a child takes its cell if the cell is empty or it beats the occupant. The
     archive is saved with the run (records/archive.json); the best elite is returned.
+
+    Steady state: `max_in_flight` requests are kept outstanding, a new one sent as soon as
+    one comes back, and each child is evaluated while the model works, so neither a slow
+    reply nor a slow evaluation holds the others back.
     """
     expertise = (
         "You are an expert computer science researcher and programmer who explores many "
@@ -26,21 +31,37 @@ def improve_algorithm(initial_solution, utility, language_model):
     evaluations = 1
     _place(archive, initial_solution, first, base, order=0)
     seen = {initial_solution.strip()}
-    while utility.budget - utility.uses > 0 and language_model.budget > 0:
-        parent = archive[rng.choice(sorted(archive))]
-        n = min(
-            language_model.max_responses_per_call,
-            language_model.budget,
-            utility.budget - utility.uses,
-        )
-        message = _prompt(parent, utility.str)
-        children = language_model.batch_edit(expertise, parent["program"], [message] * n, 1.0)
-        for child in children:
-            if not child or child.strip() in seen or utility.budget - utility.uses < 1:
-                continue
-            seen.add(child.strip())
+    width = getattr(language_model, "max_in_flight", language_model.max_responses_per_call)
+    pending = []
+    asking = True
+
+    def ask():
+        nonlocal asking
+        while asking and (replies := sum(p.kind == "reply" for p in pending)) < width:
+            # A reply on its way may still spend an evaluation (those submitted are spent).
+            if language_model.budget < 1 or utility.budget - utility.uses - replies < 1:
+                asking = False
+                break
+            parent = archive[rng.choice(sorted(archive))]
+            message = _prompt(parent, utility.str)
+            try:
+                pending.append(
+                    language_model.submit(expertise, message, 1.0, program=parent["program"])
+                )
+            except BudgetExhausted:
+                asking = False
+
+    ask()
+    while pending:
+        done = language_model.wait(pending)
+        pending.remove(done)
+        if done.kind == "evaluation":
+            _place(archive, done.tag[1], done.result, base, order=done.tag[0])
+        elif done.result and done.result.strip() not in seen and utility.budget > utility.uses:
+            seen.add(done.result.strip())
             evaluations += 1
-            _place(archive, child, utility.evaluate(child), base, order=evaluations)
+            pending.append(utility.submit(done.result, tag=(evaluations, done.result)))
+        ask()
     utility.record(
         "archive",
         {

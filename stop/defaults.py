@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from stop.errors import BadInput
-from stop.records import Budget, SelfImproveConfig, Shape
+from stop.llm.prices import estimate as price_estimate
+from stop.llm.prices import usd
+from stop.records import Budget, ImproveConfig, Money, SelfImproveConfig, Shape
 
 
 class Profile(Shape):
@@ -107,6 +109,37 @@ class Estimate(Shape):
     calls: int
     tokens: int
     local_seconds: float  # on the embedded model
+    usd: float | None = None  # at the run's prices, every reply at max_tokens; None: unpriced
+
+    def line(self, backend: str, money: Money | None) -> str:
+        """The pre-run budget line `improve` and `self-improve` print."""
+        line = f"Budget: at most {self.calls} model calls, about {self.tokens} tokens"
+        if backend == "local":
+            line += f"; on the embedded model at most about {self.local_seconds / 60:.0f} min"
+        if self.usd:
+            line += f"; at most {usd(self.usd)}"
+        if money is not None and money.max_usd is not None:
+            line += f", spending capped at {usd(money.max_usd)}"
+        return line + " (cached answers cost nothing)."
+
+
+def _bound(calls: int, max_tokens: int, money: Money | None) -> Estimate:
+    usd = None
+    if money is not None:
+        usd = price_estimate(
+            money.prices, requests=calls, prompt_tokens_each=PROMPT_TOKENS, max_tokens=max_tokens
+        )
+    return Estimate(
+        calls=calls,
+        tokens=calls * (max_tokens + PROMPT_TOKENS),
+        local_seconds=calls * (max_tokens / LOCAL_TOKENS_PER_S + PROMPT_TOKENS / 250),
+        usd=usd,
+    )
+
+
+def estimate_improve(config: ImproveConfig) -> Estimate:
+    """Upper bounds on what an improve run spends: its model budget used in full."""
+    return _bound(config.budget.model_calls, config.budget.max_tokens, config.money)
 
 
 def estimate(config: SelfImproveConfig) -> Estimate:
@@ -117,8 +150,4 @@ def estimate(config: SelfImproveConfig) -> Estimate:
     round_ = config.round_budget
     calls = per_meta + config.rounds * (round_.model_calls + (round_.evaluations + 1) * per_meta)
     max_tokens = max(round_.max_tokens, config.test_budget.max_tokens)
-    return Estimate(
-        calls=calls,
-        tokens=calls * (max_tokens + PROMPT_TOKENS),
-        local_seconds=calls * (max_tokens / LOCAL_TOKENS_PER_S + PROMPT_TOKENS / 250),
-    )
+    return _bound(calls, max_tokens, config.money)

@@ -19,6 +19,7 @@ from stop.host.ranking import CandidateRanker
 from stop.llm.model import LanguageModel
 from stop.records import (
     CandidateRecord,
+    Delivered,
     Evaluation,
     Failed,
     Finished,
@@ -65,8 +66,8 @@ def rescore(
     rounds = 3 if utility.noisy else 1
     pairs = []
     for _ in range(rounds):
-        first = utility.evaluate(original)
-        second = utility.evaluate(chosen) if chosen is not None else None
+        first = utility.judge(original)
+        second = utility.judge(chosen) if chosen is not None else None
         pairs.append((first, second))
         if second is not None and second.status != "ok":
             break  # a failure is not noise
@@ -90,8 +91,14 @@ def _median(evaluations: list[Evaluation]) -> Evaluation:
     return ranked[len(ranked) // 2]
 
 
-def improve(run: Run, config: ImproveConfig) -> ImproveResult:
-    """Validate everything, then run the improver once and record the run."""
+def improve(run: Run, config: ImproveConfig, resume: str | None = None) -> ImproveResult:
+    """Validate everything, then run the improver once and record the run.
+
+    `resume`: the id of the run `config` was read from, killed or interrupted before it
+    finished. The improver runs again from the start in the same folder, its model
+    replies replayed from the response cache and its waits answered in the recorded
+    order, so it asks for the same requests, pays for none twice and, with a
+    deterministic utility, ends where the uninterrupted run would have."""
     started = time.monotonic()
     # Everything that can be wrong with the input is found before the run directory exists.
     target = _read_target(config.target)
@@ -99,14 +106,19 @@ def improve(run: Run, config: ImproveConfig) -> ImproveResult:
     utility = run.utility(config.utility, target, config.utility_options, config.budget.evaluations)
     if utility.language == "python":
         _check_python(target)
-    config = config.model_copy(update={"sandbox": sandbox_kind()})
-    store = run.create_store("improve", config)
+    schedule = None
+    if resume is None:
+        config = config.model_copy(update={"sandbox": sandbox_kind()})
+        store = run.create_store("improve", config)
+    else:
+        store = run.resume_store(resume)
+        schedule = store.restart_improve()
     store.suffix = target.path.suffix or ".py"
     store.write_text(f"original{store.suffix}", target.source)
     model = run.model(config.budget, config.seed)
     store.emit(ImproverStarted(budget=utility.budget))
     try:
-        return _run(config, target, improver_source, utility, model, store, started)
+        return _run(config, target, improver_source, utility, model, store, started, schedule)
     except BaseException as exc:
         # Ctrl-C or a failure of stop itself: say so in the log, which a viewer reads.
         store.emit(Failed(error=f"{type(exc).__name__}: {exc}"))
@@ -121,6 +133,7 @@ def _run(
     model: LanguageModel,
     store: RunStore,
     started: float,
+    schedule: list[int] | None,
 ) -> ImproveResult:
     candidates: list[CandidateRecord] = []
     scored: list[tuple[str, Evaluation]] = []  # what the improver had scored, in order
@@ -144,6 +157,9 @@ def _run(
         on_request=on_request,
         ranker=ranker,
         on_record=store.save_improver_record,
+        concurrency=getattr(model.backend, "concurrency", 1),
+        schedule=schedule,
+        on_delivered=lambda handle: store.emit(Delivered(handle=handle)),
     )
     store.emit(ImproverFinished(status=outcome.status, error=outcome.error))
 
@@ -199,6 +215,7 @@ def _run(
         diff=diff,
         candidates=candidates,
         usage=model.usage,
+        money_cap_reached=bool(model.purse and model.purse.reached),
         utility_uses=utility.uses,
         rerank=ranker.stats,
         seconds=time.monotonic() - started,

@@ -80,6 +80,13 @@ class Evaluation(Shape):
     metrics: dict[str, float] = {}
     findings: list[str] = []  # what the sandbox's guard blocked or noticed
     feedback: list[Feedback] = []  # at most MAX_FEEDBACK failures, for improvers
+    # Not run again: "run", the same program (comments and whitespace aside) was
+    # evaluated earlier in this run; "cache", the evaluation cache had it (a resume, a
+    # replay). Only deterministic utilities reuse.
+    reused: Literal["run", "cache"] | None = None
+    # Timed while the embedded model was generating on the same cores: a ranking for the
+    # improver, never shown as a score (the run's figures are the re-scored ones).
+    provisional: bool = False
 
     def with_feedback(self) -> Evaluation:
         """This evaluation with at least one feedback entry when it failed: a utility
@@ -126,6 +133,12 @@ class Usage(Shape):
     edits_fell_back: int = 0
     edits_rewrites: int = 0
     edits_failed: int = 0
+    # Money at the run's prices (stop/llm/prices.py; 0 without prices): `usd` is what the
+    # run's completions cost, replayed ones included, so that a cap (--max-usd) ends a
+    # resumed run where the uninterrupted one ended; `usd_cached` is the part of it that
+    # came from the response cache, not paid again.
+    usd: float = 0.0
+    usd_cached: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -136,6 +149,24 @@ class Usage(Shape):
 
 
 # --- configuration ------------------------------------------------------------------
+
+
+class Prices(Shape):
+    """USD per million tokens of one model, and where the figure comes from and when
+    (stop/llm/prices.py)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    source: str | None = None
+
+
+class Money(Shape):
+    """A run's money: the prices it pays and its cap (--max-usd); None: no cap."""
+
+    prices: Prices
+    max_usd: float | None = Field(None, gt=0)
 
 
 class Budget(Shape):
@@ -192,6 +223,7 @@ class ImproveConfig(Record):
     runs_dir: Path = Path("runs")
     use_cache: bool = True
     sandbox: Sandbox = "jail"  # what ran the untrusted code; set by the run itself
+    money: Money | None = None  # None: the model costs nothing, or its price is unknown
 
 
 class SelfImproveConfig(Record):
@@ -207,6 +239,7 @@ class SelfImproveConfig(Record):
     parallel: int = 2
     runs_dir: Path = Path("runs")
     sandbox: Sandbox = "jail"
+    money: Money | None = None  # for the whole run, every round and test together
 
 
 # --- improve runs -------------------------------------------------------------------
@@ -254,6 +287,8 @@ class ImproveResult(Record):
     diff: str
     candidates: list[CandidateRecord]
     usage: Usage
+    # The money cap (--max-usd) ended the model's requests: no further one could fit.
+    money_cap_reached: bool = False
     utility_uses: int
     rerank: RankStats = RankStats()
     seconds: float
@@ -336,6 +371,7 @@ class SelfImproveResult(Record):
     best_path: str
     circumvention_rate: float  # of proposed improvers, the fraction that tried
     generations: list[GenerationRecord]
+    money_cap_reached: bool = False  # --max-usd ended the model's requests
 
 
 # --- the language model's log (llm.jsonl) -------------------------------------------
@@ -496,6 +532,14 @@ class Failed(_Event):
     error: str
 
 
+class Delivered(_Event):
+    """An improver's wait was answered with `handle` (-1: with nothing, its timeout ran
+    out): the order a resumed run is replayed in (stop/host/flight.py)."""
+
+    event: Literal["delivered"] = "delivered"
+    handle: int
+
+
 class Finished(_Event):
     event: Literal["finished"] = "finished"
     improved: bool | None = None  # improve
@@ -520,6 +564,7 @@ Event = Annotated[
     | GenerationSaved
     | MetaTestStarted
     | MetaTestFinished
+    | Delivered
     | IterationSaved
     | Failed
     | Finished,

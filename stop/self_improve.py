@@ -98,6 +98,9 @@ def self_improve(
         seed=config.seed,
         parallel=parallel or config.parallel,
     )
+    if run.purse is not None:
+        # What the saved generations cost counts against a resumed run's cap.
+        run.purse.settle(0.0, sum(g.usage.usd for g in generations))
     try:
         if not generations:
             store.gen = 0
@@ -121,6 +124,9 @@ def self_improve(
                 )
             )
         for round_ in range(len(generations), config.rounds + 1):
+            if run.purse is not None and run.purse.reached:
+                log.info("the money cap is reached: no round more")
+                break
             store.gen = round_
             store.emit(RoundStarted(round=round_, rounds=config.rounds))
             generations.append(_round(run, config, meta, generations, seed_source, round_))
@@ -136,6 +142,7 @@ def self_improve(
         best_path=str(store.dir / best.path),
         circumvention_rate=circumvention_rate(generations),
         generations=generations,
+        money_cap_reached=bool(run.purse and run.purse.reached),
     )
 
 

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -25,9 +26,11 @@ from stop.records import (
     FORMAT_VERSION,
     CandidateRecord,
     CandidateSaved,
+    Delivered,
     Evaluation,
     Event,
     Exchange,
+    Finished,
     GenerationRecord,
     GenerationSaved,
     ImproverRecord,
@@ -291,6 +294,23 @@ class RunStore:
         store.emit(Resumed(process=this_process()))
         return store
 
+    def restart_improve(self) -> list[int]:
+        """An improve run begins again in its folder: what the earlier attempts scored and
+        saved is cleared (the replay writes it again), and the order their waits were
+        answered in is returned, the longest attempt's: each attempt replays the one
+        before it and goes further."""
+        attempts: list[list[int]] = [[]]
+        for event in read_events(self.dir):
+            if isinstance(event, Resumed):
+                attempts.append([])
+            elif isinstance(event, Delivered):
+                attempts[-1].append(event.handle)
+        for folder in ("candidates", "records"):
+            shutil.rmtree(self.dir / folder, ignore_errors=True)
+        (self.dir / "candidates").mkdir()
+        # The attempt just begun is the last one, empty so far.
+        return max(attempts, key=len)
+
     def emit(self, event: Any) -> None:
         self.events.emit(event)
 
@@ -399,6 +419,26 @@ def read_config(runs_dir: Path, run_id: str, shape: type[R]) -> R:
     if "/" in run_id or run_id.startswith(".") or not is_dir(runs_dir / run_id):
         raise BadInput(f"no run {run_id!r} in {runs_dir}")
     return read_record(runs_dir / run_id / "config.json", shape, run_id, "config")
+
+
+def check_resumable(runs_dir: Path, run_id: str, kind: str) -> None:
+    """BadInput unless run `run_id` is a `kind` run that stopped before it finished."""
+    if "/" in run_id or run_id.startswith(".") or not is_dir(runs_dir / run_id):
+        raise BadInput(f"no run {run_id!r} in {runs_dir}")
+    events = read_events(runs_dir / run_id)
+    started = next((e for e in events if isinstance(e, Started)), None)
+    if started is not None and started.kind != kind:
+        raise BadInput(
+            f"run {run_id} is a {started.kind} run: resume it with stop {started.kind} --resume"
+        )
+    runner = None
+    for event in events:
+        if isinstance(event, Finished):
+            raise BadInput(f"run {run_id} has finished: there is nothing to resume")
+        if isinstance(event, Started | Resumed):
+            runner = event.process
+    if runner is not None and alive(runner):
+        raise BadInput(f"run {run_id} is still running (process {runner.pid})")
 
 
 def resolve_generation(spec: str, runs_dir: Path) -> Path:

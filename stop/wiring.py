@@ -10,6 +10,7 @@ Tests hand `backend=` a backend instance (a ScriptedBackend) and read its prompt
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import sys
@@ -24,17 +25,21 @@ from stop.llm import build_backend
 from stop.llm.base import Backend
 from stop.llm.cache import ResponseCache
 from stop.llm.model import LanguageModel
+from stop.llm.prices import cost
+from stop.llm.purse import Purse
 from stop.records import (
     Budget,
     Calibrated,
     Calibrating,
     ModelSettings,
+    Money,
     Printed,
     Record,
     UtilityOptions,
 )
 from stop.sandbox.executor import Executor, LocalExecutor
 from stop.scoring.blocks import RULE, Blocks
+from stop.scoring.evalcache import EvaluationCache
 from stop.scoring.utility import Target, Utility, load_utility
 from stop.store import EventLog, RunStore, Watcher
 
@@ -78,9 +83,12 @@ class Run:
         executor: Executor | None = None,
         use_cache: bool = True,
         watchers: tuple[Watcher, ...] = (),
+        money: Money | None = None,
     ) -> None:
         """Everything that can be wrong with the model settings is found here, before
-        anything is written; `backend` (an instance) takes the place of `model`."""
+        anything is written; `backend` (an instance) takes the place of `model`. `money`:
+        the prices of the run's requests and its cap, which every model of the run draws
+        on together (stop/llm/purse.py)."""
         if runs_dir.exists() and not runs_dir.is_dir():
             raise BadInput(f"--runs-dir {runs_dir} is a file, not a folder")
         self.runs_dir = runs_dir
@@ -90,6 +98,11 @@ class Run:
         self.store: RunStore | None = None
         self.use_cache = use_cache
         self._cache: ResponseCache | None = None
+        self._evaluations: EvaluationCache | None = None
+        self._utilities: list[Utility] = []  # built before the store: given the cache then
+        self.purse = None
+        if money is not None:
+            self.purse = Purse(functools.partial(cost, money.prices), money.max_usd)
 
     def __enter__(self) -> Run:
         # What user code in the host prints (a utility file's build or scorer) goes to
@@ -109,6 +122,8 @@ class Run:
     def close(self) -> None:
         if self._cache:
             self._cache.close()
+        if self._evaluations:
+            self._evaluations.close()
         self.executor.close()
 
     @property
@@ -118,16 +133,31 @@ class Run:
             self._cache = ResponseCache(self.runs_dir / ".cache" / "responses.sqlite3")
         return self._cache
 
+    @property
+    def evaluations(self) -> EvaluationCache | None:
+        """The cache of deterministic evaluations, beside the response cache and, like
+        it, off with --no-cache; opened once the run has its folder."""
+        if self.use_cache and self._evaluations is None:
+            self._evaluations = EvaluationCache(self.runs_dir / ".cache" / "evaluations.sqlite3")
+        return self._evaluations
+
     def emit(self, event: object) -> None:
         self.events.emit(event)
 
     def create_store(self, kind: str, config: Record) -> RunStore:
         self.store = RunStore.create(self.runs_dir, kind, config, self.events)
+        self._share_evaluations()
         return self.store
 
     def resume_store(self, run_id: str) -> RunStore:
         self.store = RunStore.resume(self.runs_dir, run_id, self.events)
+        self._share_evaluations()
         return self.store
+
+    def _share_evaluations(self) -> None:
+        # Only once the input was good and the run has its folder: bad input writes nothing.
+        for utility in self._utilities:
+            utility.evaluations = self.evaluations
 
     def model(self, budget: Budget, seed: int, role: str | None = None) -> LanguageModel:
         """A language model with its own budget over the run's backend and cache; its
@@ -146,6 +176,7 @@ class Run:
             cache=self.cache,
             on_exchange=on_exchange,
             on_failure=on_failure,
+            purse=self.purse,
         )
 
     def utility(
@@ -157,6 +188,10 @@ class Run:
         utility = load_utility(spec, target, options)
         utility.executor = self.executor
         utility.budget = evaluations
+        if self.store is not None:
+            utility.evaluations = self.evaluations
+        else:
+            self._utilities.append(utility)
         utility.blocks = Blocks.of(target.source, str(target.path))
         if utility.blocks:  # the model is told what it may change
             utility.description = f"{utility.description}\n\n{RULE}"

@@ -29,7 +29,13 @@ def improve_run(config, backend=None):
     from stop.improve import improve
     from stop.wiring import Run
 
-    with Run(config.runs_dir, config.model, backend=backend, use_cache=config.use_cache) as run:
+    with Run(
+        config.runs_dir,
+        config.model,
+        backend=backend,
+        use_cache=config.use_cache,
+        money=config.money,
+    ) as run:
         return improve(run, config)
 
 
@@ -40,7 +46,7 @@ def self_improve_run(config, resume: str | None = None, backend=None):
     from stop.self_improve import self_improve
     from stop.wiring import Run
 
-    with Run(config.runs_dir, config.model, backend=backend) as run:
+    with Run(config.runs_dir, config.model, backend=backend, money=config.money) as run:
         result = self_improve(run, config, resume=resume)
     return SimpleNamespace(dir=Path(result.run_dir), id=result.run_id), result.generations
 

@@ -57,6 +57,9 @@ def test_bench_all_json(tmp_path):
         "llm-batch-8",
         "improve-replay-from-cache",
         "improve-end-to-end-pool",
+        "pipeline-wall-vs-ideal-8-in-flight",
+        "pipeline-server-span-vs-ideal-8-in-flight",
+        "pipeline-server-span-vs-steady-state-8-in-flight",
     ]
     for row in rows:
         assert set(row) == {"name", "baseline", "value", "unit", "ratio"}

@@ -52,10 +52,17 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "afile").write_text("a file, not a folder\n")
     (tmp_path / "adir").mkdir()
     (tmp_path / "improver_syntax.py").write_text("def improve_algorithm(:\n")
+    price = {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "source": "test"}
+    (tmp_path / "prices_other.json").write_text(json.dumps({"other-model": price}))
+    (tmp_path / "prices_negative.json").write_text(
+        json.dumps({"gpt-x": price | {"output_per_mtok": -1}})
+    )
     return tmp_path
 
 
 S = ("--script", "script.json")  # a model that answers at once: the input is the point
+# A server model that nothing answers: the input is found wrong before it is asked.
+SERVER = ("--base-url", "http://127.0.0.1:9/v1", "--model", "gpt-x")
 
 # (arguments, words the one line must contain)
 SWEEP: list[tuple[tuple[str, ...], str]] = [
@@ -118,7 +125,35 @@ SWEEP: list[tuple[tuple[str, ...], str]] = [
         ),
         "reach",
     ),
+    # improve: money, concurrency, resume
+    (("improve", "--target", "fib.py", "--max-usd", "0", *S), "--max-usd"),
+    (("improve", "--target", "fib.py", "--max-usd", "-1", *S), "--max-usd"),
+    (("improve", "--target", "fib.py", "--max-usd", "1", "--prices", "bad.json", *S), "bad.json"),
+    (("improve", "--target", "fib.py", "--price-input", "1", *S), "--price-output"),
+    (("improve", "--target", "fib.py", "--price-input", "-1", "--price-output", "1", *S), "≥ 0"),
+    (("improve", "--target", "fib.py", "--max-usd", "1", *SERVER), "no price for model gpt-x"),
+    (
+        (
+            "improve",
+            "--target",
+            "fib.py",
+            "--max-usd",
+            "1",
+            "--prices",
+            "prices_other.json",
+            *SERVER,
+        ),
+        "no price for model gpt-x",
+    ),  # fmt: skip
+    (("improve", "--target", "fib.py", "--prices", "prices_negative.json", *SERVER), "gpt-x"),
+    (("improve", "--target", "fib.py", "--concurrency", "4", *S), "--concurrency"),
+    (("improve", "--target", "fib.py", "--concurrency", "0", *S), "--concurrency"),
+    (("improve", "--resume", "nope"), "no run 'nope'"),
+    (("improve", "--resume", "nope", "--target", "fib.py", *S), "no run 'nope'"),
     # self-improve
+    (("self-improve", "--max-usd", "0", *S), "--max-usd"),
+    (("self-improve", "--max-usd", "2", *SERVER), "no price for model gpt-x"),
+    (("self-improve", "--resume", "nope", "--max-usd", "2"), "no run 'nope'"),
     (("self-improve", "--tasks", ",", *S), "--tasks"),
     (("self-improve", "--tasks", "nope", *S), "unknown task"),
     (("self-improve", "--tests", "-3", *S), "--tests"),
@@ -145,6 +180,7 @@ SWEEP: list[tuple[tuple[str, ...], str]] = [
     (("transfer", "--improver", "nope", "--tasks", "parity", *S), "unknown improver"),
     (("transfer", "--improver", "seed", "--tasks", "nope", *S), "unknown task"),
     (("transfer", "--improver", "seed", "--tasks", ",", *S), "--tasks"),
+    (("transfer", "--improver", "seed", "--tasks", "parity", "--max-usd", "0", *S), "--max-usd"),
     (("transfer", "--improver", "seed", "--tasks", "parity", "--trials", "0", *S), "--trials"),
     (("compare", "--improvers", "nope", "--tasks", "parity", *S), "unknown improver"),
     (("compare", "--improvers", "bin.py", "--tasks", "parity", *S), "binary"),

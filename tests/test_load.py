@@ -1,18 +1,29 @@
-"""Concurrency and load: 200 candidate evaluations through the speed utility at once.
+"""Concurrency and load.
 
-Eight threads share one speed utility (two cores in CI); a fifth of the candidates come
-from the hostile corpus. Every result must carry its own label, and afterwards nothing
-may be left: no child or zombie of the test process, no process of any sandbox user id
-the evaluations used, no temporary directory, no file or IPC object of those users, no
-leaked descriptor, and the host's memory bounded.
+200 candidate evaluations through the speed utility at once: eight threads share one
+speed utility (two cores in CI); a fifth of the candidates come from the hostile corpus.
+Every result must carry its own label, and afterwards nothing may be left: no child or
+zombie of the test process, no process of any sandbox user id the evaluations used, no
+temporary directory, no file or IPC object of those users, no leaked descriptor, and the
+host's memory bounded.
+
+A busy machine: with every core kept busy by other processes, the hostile corpus and a
+short `stop improve` get the same statuses as on an idle machine, measured in the same
+test (a loaded machine makes a run slower; it never turns a good target into bad input
+or a good candidate into a crash or a timeout). And the speed utility's limits come
+from what it measured: its calibration tries again with more time before it calls a
+target bad, and a candidate's limit is CPU time, which load does not inflate.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,14 +31,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import utilities.speed
+from stop.errors import BadInput
 from stop.sandbox import reaper, slots
+from stop.sandbox.runner import Limits, SandboxResult
 from stop.scoring.utility import Target, UtilityOptions
-from tests.helpers import FIB
+from tests import replies
+from tests.helpers import FIB, run_stop
 from tests.hostile.corpus import CANDIDATES
 from tests.jailcheck import processes_of, uid_survivors
 from tests.test_hostile import ipc_objects, leftover_files
 
-pytestmark = pytest.mark.skipif(
+ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0,
     reason="the sandbox's guarantees (a private user id per sandbox) hold only as root",
 )
@@ -108,6 +122,7 @@ def _workload() -> list[tuple[str, str, str, str | None]]:
     return jobs
 
 
+@ROOT_ONLY
 def test_two_hundred_concurrent_evaluations_a_fifth_hostile(monkeypatch):
     target = Target(path=FIB, source=FIB.read_text())
     utility = utilities.speed.build(target, UtilityOptions(inputs="[[15]]", timeout_s=TIMEOUT_S))
@@ -177,3 +192,183 @@ def test_two_hundred_concurrent_evaluations_a_fifth_hostile(monkeypatch):
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+# --- a busy machine ---------------------------------------------------------------------
+
+# Hostile candidates whose evaluation is short (no sleeper: each would spend the worker's
+# wall backstop, seconds, twice), one or more of every status the corpus has.
+UNDER_LOAD = (
+    "infinite_loop",
+    "busy_loop_ignoring_sigterm",
+    "fork_bomb",
+    "thread_spawn",
+    "memory_bomb",
+    "deep_recursion",
+    "segfault_via_ctypes",
+    "os_exit_at_import",
+    "kill_parent",
+    "huge_stdout",
+    "return_nan",
+    "return_a_generator",
+    "cache_answers_between_repeats",
+)
+
+
+class Load:
+    """Processes that spin, one per core, while `on`; `off` ends them."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def on(self) -> None:
+        spin = [sys.executable, "-c", "while True:\n    pass"]
+        self.procs = [subprocess.Popen(spin) for _ in range(os.cpu_count() or 1)]
+        for proc in self.procs:  # until each is really spinning (not a timing assertion)
+            while _cpu_ticks(proc.pid) < 5 and proc.poll() is None:
+                time.sleep(0.01)
+
+    def off(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
+        self.procs = []
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        utime, stime = stat.read().rsplit(b")", 1)[1].split()[11:13]
+    return int(utime) + int(stime)
+
+
+@pytest.fixture
+def load():
+    """Busy cores on demand; whatever happens, no spinning process outlives the test."""
+    busy = Load()
+    try:
+        yield busy
+    finally:
+        busy.off()
+
+
+def _corpus_statuses() -> dict[str, str]:
+    """Each case's status, and the honest originals', from a utility calibrated now."""
+    target = Target(path=FIB, source=FIB.read_text())
+    utility = utilities.speed.build(target, UtilityOptions(inputs="[[15]]"))
+    utility.calibrate(target)
+    cases = {case.name: case.source for case in CANDIDATES if case.name in UNDER_LOAD}
+    assert sorted(cases) == sorted(UNDER_LOAD)
+    cases |= {"original": HONEST["naive"], "memoized": HONEST["memoized"]}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        statuses = pool.map(lambda source: utility.evaluate(source).status, cases.values())
+        return dict(zip(cases, statuses, strict=True))
+
+
+def _improve_statuses(tmp_path, name: str) -> tuple[int, str, list[tuple[str, str]]]:
+    script = tmp_path / f"{name}.json"
+    script.write_text(json.dumps([replies.MEMO, replies.WRONG, replies.HANGING, replies.SYNTAX]))
+    proc = run_stop(
+        *("improve", "--target", str(FIB), "--inputs", "[[15]]", "--script", str(script)),
+        "--json",
+        *("--samples", "4", "--budget", "5", "--runs-dir", str(tmp_path / name)),
+        cwd=tmp_path,
+    )
+    assert proc.stdout, proc.stderr  # bad input (exit 2) prints nothing here
+    out = json.loads(proc.stdout)
+    found = [(c["origin"], c["evaluation"]["status"]) for c in out["candidates"]]
+    return proc.returncode, out["status"], found
+
+
+def test_a_busy_machine_changes_no_status(load, tmp_path):
+    idle = _corpus_statuses(), _improve_statuses(tmp_path, "idle")
+    assert idle[0]["original"] == idle[0]["memoized"] == "ok"
+    assert idle[1][:2] == (0, "completed")
+    load.on()
+    busy = _corpus_statuses(), _improve_statuses(tmp_path, "busy")
+    load.off()
+    assert busy == idle
+
+
+# --- the speed utility's limits come from what it measured -------------------------------
+
+
+def _scripted(monkeypatch, utility, results: list[SandboxResult]) -> list[Limits]:
+    """Make `utility`'s sandbox answer `results` in turn; the limits it was asked for."""
+    asked: list[Limits] = []
+
+    def run(program: str, limits: Limits) -> SandboxResult:
+        asked.append(limits)
+        return results[len(asked) - 1]
+
+    monkeypatch.setattr(utility, "_run", run)
+    return asked
+
+
+def _timed_out(wall_s: float) -> SandboxResult:
+    return SandboxResult(status="timeout", error=f"timed out after {wall_s:g} s", wall_s=wall_s)
+
+
+def _answered(times: list[float], wall_s: float = 0.5) -> SandboxResult:
+    value = {"outcome": "ok", "outputs": [610] * len(times), "times": times}
+    return SandboxResult(status="ok", value=value, wall_s=wall_s)
+
+
+def _speed(timeout_s: float | None = None, inputs: str = "[[15]]"):
+    target = Target(path=FIB, source=FIB.read_text())
+    return target, utilities.speed.build(target, UtilityOptions(inputs=inputs, timeout_s=timeout_s))
+
+
+def test_calibration_tries_again_with_twice_the_time_before_the_target_is_bad(monkeypatch):
+    target, utility = _speed()
+    asked = _scripted(monkeypatch, utility, [_timed_out(30), _timed_out(60), _answered([0.01], 70)])
+    utility.calibrate(target)
+    assert [limits.wall_s for limits in asked] == [30, 60, 120]
+    assert utility.expected == [610]
+    # The candidates' limit: CPU time per call from the original's, and a wall backstop
+    # from its (here slow, loaded) evaluation.
+    assert utility.limits.call_cpu_s == 1.0  # the floor: three times 0.01 s is less
+    assert utility.limits.wall_s == 20 * 70
+
+
+def test_calibration_that_always_runs_out_is_bad_input(monkeypatch):
+    target, utility = _speed()
+    _scripted(monkeypatch, utility, [_timed_out(30), _timed_out(60), _timed_out(120)])
+    with pytest.raises(BadInput, match="fails on its inputs: timed out after 120 s"):
+        utility.calibrate(target)
+
+
+def test_a_limit_the_worker_enforced_is_not_tried_again(monkeypatch):
+    """The worker's CPU limit (and its wall backstop, which does not count waiting for a
+    CPU) is the same under any load: the original that runs past it is bad at once."""
+    target, utility = _speed()
+    stopped = SandboxResult(
+        status="ok", value={"outcome": "timeout", "error": "took longer than 20 s"}, wall_s=21
+    )
+    asked = _scripted(monkeypatch, utility, [stopped])
+    with pytest.raises(BadInput, match="took longer than 20 s"):
+        utility.calibrate(target)
+    assert len(asked) == 1 and asked[0].call_cpu_s == 20
+
+
+def test_candidate_cpu_limit_scales_with_the_slowest_call(monkeypatch):
+    target, utility = _speed(inputs="[[15], [20]]")
+    _scripted(monkeypatch, utility, [_answered([0.1, 0.9], wall_s=1.0)])
+    utility.calibrate(target)
+    assert utility.limits.call_cpu_s == pytest.approx(2.7)
+    assert utility.limits.wall_s == 30  # the floor: twenty times 1 s is less
+
+
+def test_an_explicit_timeout_is_the_candidates_limit_as_given(monkeypatch):
+    target, utility = _speed(timeout_s=2)
+    asked = _scripted(monkeypatch, utility, [_timed_out(2), _answered([0.01], wall_s=3)])
+    utility.calibrate(target)
+    assert [limits.wall_s for limits in asked] == [2, 4]  # the original, on a busy machine
+    assert utility.limits == Limits(wall_s=2)
+
+
+def test_an_original_that_needs_more_cpu_than_the_timeout_is_bad_input(monkeypatch):
+    target, utility = _speed(timeout_s=2)
+    _scripted(monkeypatch, utility, [_timed_out(2), _answered([0.5], wall_s=3)])
+    with pytest.raises(BadInput, match=r"needs about 2.5 s of CPU time .* more than --timeout 2 s"):
+        utility.calibrate(target)

@@ -399,3 +399,18 @@ def test_cli_run_where_every_call_fails_exits_1_without_a_traceback(tmp_path: Pa
     assert "malformed JSON" in out["improver"]["error"]
     assert out["usage"]["failed"] == 4 and out["improved"] is False
     assert Path(out["best_path"]).read_text() == FIB.read_text()
+
+
+def test_a_rate_limit_is_honoured_within_its_bound() -> None:
+    """A 429's Retry-After is waited out (the SDK's retry, one charge); one past the SDK's
+    bound of two minutes fails the sample at once instead of holding the run for it."""
+    wait = {"status": 429, "headers": {"retry-after": "1"}}
+    forever = {"status": 429, "headers": {"retry-after": "3600"}}
+    with FaultServer({0: [wait, OK], 1: [forever]}, replies.MEMO) as server:
+        model, seen = make_model(server)
+        assert model.prompt("expert", "improve this") == replies.MEMO
+        assert server.attempts(0) == 2
+        with pytest.raises(ModelError, match="RateLimitError"):
+            model.prompt("expert", "improve this")
+        assert server.attempts(1) == 1
+    assert model.usage.calls == 2 and model.usage.failed == 1

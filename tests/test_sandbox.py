@@ -123,3 +123,90 @@ def test_unknown_job_kind_is_a_crash():
     assert result.status == "crash"
     assert result.value is None
     assert "KeyError" in result.stderr
+
+
+# --- a sandbox that fails before its job starts --------------------------------------
+
+
+def test_a_child_that_dies_before_its_job_starts_is_replaced_once(monkeypatch):
+    """A pooled child killed before it said it was confined (as a refused fork or the OOM
+    killer would end it) ran nothing of the job: the job runs again in a fresh sandbox,
+    and the caller sees only its result."""
+    from stop.sandbox import slots
+
+    real_take, taken = slots.take, []
+
+    def take_one_that_dies_first(kind):
+        slot = real_take(kind)
+        if not taken:
+            slot.proc.kill()  # the keeper; the jail's init dies with it
+            slot.proc.wait(10)
+        taken.append(slot)
+        return slot
+
+    monkeypatch.setattr(slots, "take", take_one_that_dies_first)
+    result = run_job(
+        "call",
+        {"code": "def f():\n    return 7\n", "entry": "f", "inputs": [[]]},
+        Limits(wall_s=10),
+        use_pool=True,
+    )
+    slots.settle()
+    assert len(taken) == 2
+    assert result.status == "ok", result.error
+    assert result.value["outputs"] == [7]
+
+
+def test_a_start_up_that_fails_twice_says_why(monkeypatch):
+    """A child that cannot start (here an import fails, as a broken installation or a
+    MemoryError at start-up would fail it) is tried twice, then reported with its exit
+    status and the last line of its stderr."""
+    import subprocess
+    import sys
+
+    from stop.sandbox import slots
+
+    starts = []
+
+    def broken_start(setup, env, out, err, to_child_r, from_child_w):
+        starts.append(setup["stage"])
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", "import stop_no_such_module"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        return proc, os.getpid()
+
+    monkeypatch.setattr(slots, "_start_fresh", broken_start)
+    result = run_job(
+        "call", {"code": "", "entry": "f", "inputs": [[]]}, Limits(wall_s=10), use_pool=False
+    )
+    slots.settle()
+    assert len(starts) == 2 and starts[0] != starts[1]  # a fresh sandbox each time
+    assert result.status == "crash"
+    assert result.error.startswith(
+        "exited with status 1 before replying; stderr: ModuleNotFoundError: "
+        "No module named 'stop_no_such_module'"
+    ), result.error
+    assert result.error.endswith("(the sandbox failed twice before its job started)")
+
+
+def test_a_job_that_kills_its_child_is_never_run_again(monkeypatch):
+    """Once the child has said it is confined, the job's code may have run: its crash is
+    its result (its score), reported with why, and the job is not tried again."""
+    from stop.sandbox import slots
+
+    real_take, taken = slots.take, []
+    monkeypatch.setattr(slots, "take", lambda kind: taken.append(kind) or real_take(kind))
+    code = (
+        "import os, sys\n"
+        "def improve_algorithm(s, u, m):\n"
+        "    print('about to leave', file=sys.stderr, flush=True)\n"
+        "    os._exit(3)\n"
+    )
+    result = improver(code)
+    assert len(taken) == 1
+    assert result.status == "crash"
+    assert result.error == "exited with status 3 before replying; stderr: about to leave"

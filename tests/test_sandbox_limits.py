@@ -52,6 +52,21 @@ def test_sleeping_child_times_out():
     assert result.wall_s < 20
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["while True:\n        pass", "import time\n    time.sleep(60)"],
+    ids=["spins", "sleeps"],
+)
+def test_call_cpu_limit_stops_a_call_before_the_wall_limit(body):
+    """Limits.call_cpu_s holds each call to CPU time, which a busy machine does not
+    inflate; a call that sleeps instead meets the worker's wall backstop, which does not
+    count waiting for a CPU. Either way the job answers, long before the host's limit."""
+    result = call(f"def f():\n    {body}\n", limits=Limits(wall_s=120, call_cpu_s=0.2))
+    value = reply(result)
+    assert value == {"outcome": "timeout", "error": "took longer than 0.2 s"}
+    assert_no_survivors(result)
+
+
 def test_timed_call_cannot_start_processes_or_threads():
     code = """
     import os, _thread

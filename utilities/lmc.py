@@ -11,9 +11,13 @@ untrusted Python runs, so no sandbox is needed.
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
+import stop.lmc
 from stop.errors import BadInput, StopError
 from stop.lmc import parse, reward, run, task_by_name
+from stop.scoring import sameness
 from stop.scoring.utility import (
     MAX_FEEDBACK,
     Evaluation,
@@ -44,6 +48,7 @@ MAX_TOKENS = 64
 
 class LMCUtility(Utility):
     language = "lmc"
+    deterministic = True  # our own interpreter, step-bounded: no clock, no randomness
     score_range = (
         f"[-2, 1]: -2 over {MAX_TOKENS} tokens, -1 syntax or runtime error, else fraction correct"
     )
@@ -58,6 +63,15 @@ class LMCUtility(Utility):
             f"{examples}\nScore: {self.score_range}, on held-out input/output pairs of the same "
             "task. Answer with the complete LMC program in one code block, one token per line."
         )
+
+    def _fingerprint_parts(self) -> dict[str, Any]:
+        """The task's pairs (the hidden test pairs decide the score), the length limit
+        and the machine's sources (stop/lmc is outside the code version)."""
+        return {
+            "task": self.task.model_dump(mode="json"),
+            "max_tokens": MAX_TOKENS,
+            "machine": sameness.folder_digest(Path(stop.lmc.__file__).parent),
+        }
 
     def evaluate(self, program: str) -> Evaluation:
         started = time.monotonic()

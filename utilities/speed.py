@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 from typing import Any
 
 from stop.errors import BadInput
@@ -23,11 +24,30 @@ from stop.scoring.utility import (
     shown,
 )
 
+log = logging.getLogger(__name__)
+
 REPEAT = 5
 # The kernel's count, less an empty program's, is good to about ±15 µs (README): below
 # this, programs cannot be told apart, and every faster one scores as this fast.
 _MIN_TIME_S = 2e-5
-_CALIBRATION_TIMEOUT_S = 120.0
+# The original is timed under a wall limit (seconds) that doubles while it runs out (a
+# busy machine is slower; the target is not bad for that), in three tries at most and up
+# to the bound; each of its calls is held to a CPU limit, which load does not inflate,
+# so that a target that never returns is found bad without waiting on the wall clock.
+_CALIBRATION_WALL_S = 30.0
+_CALIBRATION_MAX_WALL_S = 120.0
+_CALIBRATION_TRIES = 3
+_CALIBRATION_CALL_CPU_S = 20.0  # five repeats of such a call fit in the last wall limit
+# A candidate's call may use this many times the CPU time of the original's slowest,
+# and at least the floor (seconds): time the kernel counts, the same under any load.
+_CPU_HEADROOM = 3.0
+_MIN_CALL_CPU_S = 1.0
+# The host's wall limit on a candidate's whole evaluation is a backstop (every call is
+# already bounded by its CPU limit and a wall backstop that does not count waiting for a
+# CPU, worker.py): this many times the original's evaluation, so that a machine busier
+# than it was at calibration still finishes an honest candidate, and at least the floor.
+_WALL_HEADROOM = 20.0
+_MIN_WALL_S = 30.0
 
 
 def resolve_entry(target: Target, entry: str | None) -> str:
@@ -92,7 +112,7 @@ class SpeedUtility(Utility):
         limit = (
             f"longer than {options.timeout_s:g} s"
             if options.timeout_s
-            else "more than three times as long as the original (at least 2 s)"
+            else "more than three times the original's CPU time on one call (at least 1 s)"
         )
         self.description = (
             "Programs are scored by speed, in a sandbox. For each argument list in "
@@ -107,16 +127,47 @@ class SpeedUtility(Utility):
 
     def calibrate(self, target: Target) -> None:
         """Time the original: its results are the expected ones, its time the baseline."""
-        limits = Limits(wall_s=self.timeout_s or _CALIBRATION_TIMEOUT_S)
-        baseline = self._run(target.source, limits)
+        baseline = self._run_original(target)
         reply = baseline.value if baseline.status == "ok" else None
         if not isinstance(reply, dict) or reply.get("outcome") != "ok":
             why = (reply or {}).get("error") if isinstance(reply, dict) else baseline.error
             raise BadInput(f"the original {target.path} fails on its inputs: {why}")
         self.expected = reply["outputs"]
         self.baseline_time_s = max(sum(reply["times"]), _MIN_TIME_S)
-        # A candidate as slow as the original finishes in about the calibration's time.
-        self.limits = Limits(wall_s=self.timeout_s or max(2.0, 3 * baseline.wall_s))
+        if self.timeout_s:
+            # The user's limit is the candidates' limit, as given. An original that needs
+            # more CPU time than that (which no load changes) is bad input: every candidate
+            # as slow as it would time out.
+            needed_s = REPEAT * sum(reply["times"])
+            if needed_s > self.timeout_s:
+                raise BadInput(
+                    f"the original {target.path} needs about {needed_s:.3g} s of CPU time "
+                    f"for one evaluation ({REPEAT} runs of each input), more than --timeout "
+                    f"{self.timeout_s:g} s"
+                )
+            self.limits = Limits(wall_s=self.timeout_s)
+            return
+        self.limits = Limits(
+            wall_s=max(_MIN_WALL_S, _WALL_HEADROOM * baseline.wall_s),
+            call_cpu_s=max(_MIN_CALL_CPU_S, _CPU_HEADROOM * max(reply["times"])),
+        )
+
+    def _run_original(self, target: Target) -> SandboxResult:
+        """The original's run, tried again with twice the wall limit while the host's wall
+        clock stops it. A limit the worker enforced (CPU time, or a wall backstop that does
+        not count waiting for a CPU) is no matter of load: that answer stands."""
+        first_s = self.timeout_s or _CALIBRATION_WALL_S
+        last_s = max(first_s, _CALIBRATION_MAX_WALL_S)
+        cpu_s = self.timeout_s or _CALIBRATION_CALL_CPU_S
+        # A limit already at the bound is not tried twice.
+        walls = list(dict.fromkeys(min(first_s * 2**i, last_s) for i in range(_CALIBRATION_TRIES)))
+        result = self._run(target.source, Limits(wall_s=walls[0], call_cpu_s=cpu_s))
+        for ran_out_s, wall_s in zip(walls, walls[1:], strict=False):
+            if result.status != "timeout":
+                break
+            log.info("speed: the original ran out of %g s; timing it with %g s", ran_out_s, wall_s)
+            result = self._run(target.source, Limits(wall_s=wall_s, call_cpu_s=cpu_s))
+        return result
 
     def _run(self, program: str, limits: Limits) -> SandboxResult:
         payload = {"code": program, "entry": self.entry, "inputs": self.inputs, "repeat": REPEAT}
@@ -139,7 +190,10 @@ class SpeedUtility(Utility):
     def _judge(self, result: SandboxResult, reply: dict) -> Evaluation:
         outcome = reply.get("outcome")
         if outcome != "ok":
-            status = outcome if outcome in ("syntax_error", "crash", "wrong_answer") else "crash"
+            # "timeout": a call ran past its CPU limit (Limits.call_cpu_s), or slept past
+            # the worker's backstop.
+            known = ("syntax_error", "crash", "wrong_answer", "timeout")
+            status = outcome if outcome in known else "crash"
             return Evaluation(
                 status=status,
                 score=0.0,

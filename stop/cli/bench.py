@@ -20,6 +20,7 @@ class Suite(str, Enum):
     llm = "llm"
     cache = "cache"
     improve = "improve"
+    pipeline = "pipeline"  # a loopback server: no embedded model, about 10-30 s
     exit = "exit"  # needs the exit extra (torch); not part of "all"
     all = "all"
 
@@ -43,6 +44,10 @@ def _run(suite: Suite) -> list:
         from stop.bench.llm import bench_llm
 
         return bench_llm()
+    if suite is Suite.pipeline:
+        from stop.bench.pipeline import bench_pipeline
+
+        return bench_pipeline()
     from stop.bench.improve import bench_cache, bench_improve
 
     return bench_cache() if suite is Suite.cache else bench_improve()
@@ -62,7 +67,7 @@ def bench(
         [s for s in Suite if s not in (Suite.all, Suite.exit)] if suite is Suite.all else [suite]
     )
     figures = []
-    # A suite takes seconds to a minute (all of them about 2 min on 2 cores): one step each.
+    # A suite takes seconds to a minute (all of them 2-3 min on 2 cores): one step each.
     with Steps(len(suites), quiet=as_json) as steps:
         for each in suites:
             log.info("benchmark suite %s", each.value)

@@ -59,6 +59,7 @@ def runs_command(
                 "rounds": v.rounds,
                 "best_score": v.best.val if v.best else None,
                 "status": v.status,
+                "usd": v.usd,  # at the run's prices; 0 without
             }
             for v in views
         ]
@@ -84,6 +85,8 @@ def lineage_command(
         out = view.model_dump(mode="json", exclude={"nodes", "id", "dir"})
         # The names every command's JSON uses for a run.
         out = {"run_id": view.id, "run_dir": str(view.dir), **out}
+        # The run's spending (each generation's is in its own entry), 0 without prices.
+        out |= {"usd": view.usd, "usd_cached": view.usd_cached}
         out["generations"] = [
             n.model_dump(mode="json") | {"delta": view.delta(n), "strategy": view.strategy(n)}
             for n in view.nodes

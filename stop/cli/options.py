@@ -17,7 +17,7 @@ from stop.errors import BadInput, Interrupted
 
 if TYPE_CHECKING:
     from stop.defaults import Preset
-    from stop.records import ModelSettings
+    from stop.records import ModelSettings, Money
     from stop.wiring import Run
 
 
@@ -50,6 +50,20 @@ EXECUTOR = typer.Option(
 RAY_ADDRESS = typer.Option(
     None, help="The Ray head node's HOST:PORT, for --executor ray (default: $RAY_ADDRESS)."
 )
+CONCURRENCY = typer.Option(
+    None,
+    min=1,
+    help="Requests in flight to a server model at once (default 8); improvers that "
+    "submit keep this many outstanding.",
+)
+MAX_USD = typer.Option(
+    None,
+    help="Stop asking the model once the next request could take spending past this "
+    "many US dollars (needs the model's prices).",
+)
+PRICE_INPUT = typer.Option(None, help="USD per million input (prompt) tokens.")
+PRICE_OUTPUT = typer.Option(None, help="USD per million output (completion) tokens.")
+PRICES = typer.Option(None, "--prices", help="JSON file of prices by model name (README: Money).")
 PRESET = typer.Option(
     None,
     help="Another tool's settings: stop-paper (STOP's code: 6 samples per call, 4 model "
@@ -152,11 +166,45 @@ def model_settings(
     api_key_env: str | None,
     script: Path | None,
     backend_option: list[str] | None,
+    concurrency: int | None = None,
 ) -> ModelSettings:
     """The model flags above as settings, checked against the backend's options."""
     from stop.llm import model_settings as settings
 
     extra = key_values(backend_option, "--backend-option")
     return settings(
-        backend, extra, model=model, base_url=base_url, api_key_env=api_key_env, script=script
+        backend,
+        extra,
+        model=model,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        script=script,
+        concurrency=concurrency,
     )
+
+
+def money(
+    settings: ModelSettings,
+    max_usd: float | None,
+    price_input: float | None,
+    price_output: float | None,
+    prices: Path | None,
+) -> Money | None:
+    """The run's prices and cap from the money flags; None where the model is free or its
+    price unknown and there is no cap (then the run counts tokens, not money)."""
+    from stop.llm.prices import NO_CHARGE, resolve_prices
+    from stop.records import Money
+
+    if max_usd is not None and not (0 < max_usd < float("inf")):
+        raise BadInput(f"--max-usd must be a positive number of US dollars, not {max_usd:g}")
+    found = resolve_prices(
+        settings.option("model"),
+        backend=settings.backend,
+        input_per_mtok=price_input,
+        output_per_mtok=price_output,
+        prices_file=prices,
+        required=max_usd is not None,
+    )
+    if found is None or (found == NO_CHARGE and max_usd is None):
+        return None
+    return Money(prices=found, max_usd=max_usd)

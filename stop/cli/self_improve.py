@@ -34,6 +34,11 @@ def self_improve_command(
     script: Path = options.SCRIPT,
     backend_option: list[str] = options.BACKEND_OPTION,
     seed: int = typer.Option(None, help="Sampling seed (default 0)."),
+    concurrency: int = options.CONCURRENCY,
+    max_usd: float = options.MAX_USD,
+    price_input: float = options.PRICE_INPUT,
+    price_output: float = options.PRICE_OUTPUT,
+    prices: Path = options.PRICES,
     runs_dir: Path = options.RUNS_DIR,
     as_json: bool = options.JSON,
     executor: options.ExecutorName = options.EXECUTOR,
@@ -66,9 +71,16 @@ def self_improve_command(
             **flags,
         }
         _check_resume(config, given, no_iterate, backend_option)
+        money_flags = {"--concurrency": concurrency, "--max-usd": max_usd, "--prices": prices}
+        money_flags |= {"--price-input": price_input, "--price-output": price_output}
+        for flag, value in money_flags.items():
+            if value is not None:
+                raise BadInput(
+                    f"a resumed run keeps its configuration: resume {resume} without {flag}"
+                )
     else:
         settings = options.model_settings(
-            backend, model, base_url, api_key_env, script, backend_option
+            backend, model, base_url, api_key_env, script, backend_option, concurrency
         )
         budgets = profile(settings.backend)
         chosen_preset = find_preset(preset) if preset is not None else None
@@ -87,6 +99,7 @@ def self_improve_command(
             test_budget=budgets.test,
             seed=seed or 0,
             runs_dir=runs_dir,
+            money=options.money(settings, max_usd, price_input, price_output, prices),
         )
     # Everything checked before anything is printed or written: the configuration, the
     # model (a base URL must answer like an OpenAI-compatible server), the cluster.
@@ -108,15 +121,16 @@ def self_improve_command(
             )
 
     run = Run(
-        runs_dir, config.model, executor=chosen, watchers=(announce, SelfImproveProgress(err))
+        runs_dir,
+        config.model,
+        executor=chosen,
+        watchers=(announce, SelfImproveProgress(err)),
+        money=config.money,
     )
     if chosen_preset:
         options.announce_preset(chosen_preset, "self-improve", {"tests": tests, "rounds": rounds})
-    bound = estimate(config)
-    line = f"Budget: at most {bound.calls} model calls, about {bound.tokens} tokens"
-    if config.model.backend == "local":
-        line += f"; on the embedded model at most about {bound.local_seconds / 60:.0f} min"
-    err.print(line + " (cached answers cost nothing).", highlight=False, soft_wrap=True)
+    line = estimate(config).line(config.model.backend, config.money)
+    err.print(line, highlight=False, soft_wrap=True)
     # A cluster has cores to spare: all k meta-utility tests at once instead of a few.
     parallel = config.tests if chosen.name == "ray" else None
     try:

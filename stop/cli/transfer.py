@@ -14,7 +14,7 @@ from stop.cli import app, options
 from stop.errors import BadInput
 
 if TYPE_CHECKING:
-    from stop.records import ModelSettings
+    from stop.records import ModelSettings, Money
 
 
 def _trials(
@@ -26,7 +26,9 @@ def _trials(
     seed: int,
     transfer: bool,
     quiet: bool,
-) -> list:
+    money: Money | None = None,
+) -> tuple[list, float]:
+    """The rows, and what the model calls cost (USD at the prices; 0 without)."""
     from stop.analysis.transfer import compare
     from stop.analysis.transfer import transfer as run_transfer
     from stop.cli.progress import Steps, TrialSteps
@@ -42,9 +44,9 @@ def _trials(
     columns = len(improvers) + 1 if transfer else len(improvers)
     steps = Steps(len(specs) * columns * trials, quiet=quiet)
     watcher = TrialSteps(steps, {"seed": "seed improver"} if transfer else None)
-    with steps, Run(runs_dir, settings, watchers=(watcher,)) as run:
+    with steps, Run(runs_dir, settings, watchers=(watcher,), money=money) as run:
         if transfer:
-            return run_transfer(
+            rows: list = run_transfer(
                 improvers["improver"],
                 improvers["seed"],
                 specs,
@@ -53,7 +55,9 @@ def _trials(
                 budget=budget,
                 seed=seed,
             )
-        return compare(improvers, specs, run, trials=trials, budget=budget, seed=seed)
+        else:
+            rows = compare(improvers, specs, run, trials=trials, budget=budget, seed=seed)
+        return rows, run.purse.spent if run.purse else 0.0
 
 
 def _cell(i: Any) -> str:
@@ -81,21 +85,34 @@ def transfer(
     script: Path = options.SCRIPT,
     backend_option: list[str] = options.BACKEND_OPTION,
     seed: int = typer.Option(0, help="Sampling seed."),
+    concurrency: int = options.CONCURRENCY,
+    max_usd: float = options.MAX_USD,
+    price_input: float = options.PRICE_INPUT,
+    price_output: float = options.PRICE_OUTPUT,
+    prices: Path = options.PRICES,
     runs_dir: Path = options.RUNS_DIR,
     as_json: bool = options.JSON,
 ) -> None:
     """Mean and 95% interval per task over --trials runs, each column measured alike:
     the seed solution (an improver that changes nothing), the seed improver, this one."""
     from stop.host.improver import load_improver
+    from stop.llm.prices import usd
 
     improvers = {"seed": load_improver("seed"), "improver": load_improver(improver, runs_dir)}
-    settings = options.model_settings(backend, model, base_url, api_key_env, script, backend_option)
-    rows = _trials(improvers, tasks, trials, settings, runs_dir, seed, True, as_json)
+    settings = options.model_settings(
+        backend, model, base_url, api_key_env, script, backend_option, concurrency
+    )
+    money = options.money(settings, max_usd, price_input, price_output, prices)
+    rows, spent = _trials(improvers, tasks, trials, settings, runs_dir, seed, True, as_json, money)
     if as_json:
-        options.print_json({"improver": improver, "rows": [r.model_dump() for r in rows]})
+        out = {"improver": improver, "rows": [r.model_dump() for r in rows], "usd": spent}
+        options.print_json(out)
         return
     table = Table(title=_title(f"Transfer of {improver}", trials))
-    table.caption = NO_INTERVAL if trials == 1 else None
+    notes = [NO_INTERVAL] if trials == 1 else []
+    if spent:
+        notes.append(f"model spending: {usd(spent)}")
+    table.caption = "; ".join(notes) or None
     for column in ("task", "seed solution", "seed improver", "improver"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for r in rows:
@@ -129,7 +146,7 @@ def compare(
         raise BadInput("--improvers names no improver")
     sources = {name: load_improver(name, runs_dir) for name in names}
     settings = options.model_settings(backend, model, base_url, api_key_env, script, backend_option)
-    rows = _trials(sources, tasks, trials, settings, runs_dir, seed, False, as_json)
+    rows, _ = _trials(sources, tasks, trials, settings, runs_dir, seed, False, as_json)
     if as_json:
         options.print_json([r.model_dump() for r in rows])
         return

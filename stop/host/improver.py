@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,8 +19,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, V
 
 from stop.errors import BadInput, BudgetExhausted, StopError
 from stop.helpers import extract_code
+from stop.host.flight import Dispatcher, Flight
 from stop.host.prefetch import Prefetcher
 from stop.host.ranking import CandidateRanker
+from stop.llm.base import Completion
 from stop.llm.model import LanguageModel
 from stop.records import Evaluation, ImproverOutcome
 from stop.sandbox.protocol import Op, Refusal, ok, refuse, unscored
@@ -64,6 +67,29 @@ class _Score(BaseModel):
     feedback: bool = False  # reply with status, detail and feedback, not just the score
 
 
+class _Submit(BaseModel):
+    model_config = _STRICT
+    expertise: Text
+    message: Text
+    temperature: float
+    program: Text | None = None
+
+
+class _SubmitScore(BaseModel):
+    model_config = _STRICT
+    program: Text
+
+
+class _Wait(BaseModel):
+    model_config = _STRICT
+    handles: Annotated[list[int], AfterValidator(lambda h: h or _none_given())]
+    timeout: Annotated[float, AfterValidator(lambda t: max(0.0, t))] | None = None
+
+
+def _none_given() -> list[int]:
+    raise ValueError("no handles to wait for")
+
+
 class _Rank(BaseModel):
     model_config = _STRICT
     programs: list[Text]
@@ -104,6 +130,7 @@ def load_improver(spec: str, runs_dir: Path = Path("runs")) -> str:
     return source
 
 
+CLOSE_WAIT_S = 30.0  # for requests in flight when an improver returns
 CIRCUMVENTION = "asked to run without the sandbox (use_sandbox=False)"
 
 OnCandidate = Callable[[str, str | None, Evaluation], None]  # origin, program, evaluation
@@ -129,6 +156,10 @@ class ImproverHost:
         on_request: Callable[[str, int], None] | None = None,
         ranker: CandidateRanker | None = None,
         on_record: OnRecord | None = None,
+        concurrency: int = 1,
+        schedule: list[int] | None = None,
+        on_delivered: Callable[[int], None] | None = None,
+        deadline: float = float("inf"),
     ) -> None:
         self.initial_solution, self.utility, self.model = initial_solution, utility, model
         self.on_candidate, self.on_record = on_candidate, on_record
@@ -138,14 +169,23 @@ class ImproverHost:
         # budget): findings of its run.
         self.bait: list[str] = []
         self._spent: set[str] = set()  # the budgets it asked past, each noted once
-        self.prefetcher = Prefetcher(utility)
+        self.prefetcher = Prefetcher(utility, model=model)
         self.prefetcher.submit(initial_solution)
+        # Requests and evaluations in flight (stop/host/flight.py); the dispatcher starts
+        # with the first submitted request.
+        self.concurrency, self.deadline = max(1, concurrency), deadline
+        self.flight = Flight(schedule, on_delivered)
+        self._dispatcher: Dispatcher | None = None
+        self._submitted: dict[int, tuple[str, str | None]] = {}  # handle -> kind, program
         self._ops = {
             Op.BATCH_PROMPT: self.batch_prompt,
             Op.BATCH_EDIT: self.batch_edit,
             Op.UTILITY: self.score,
             Op.RANK: self.rank,
             Op.RECORD: self.record,
+            Op.SUBMIT: self.submit,
+            Op.SUBMIT_SCORE: self.submit_score,
+            Op.WAIT: self.wait,
         }
 
     def handle(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -181,46 +221,117 @@ class ImproverHost:
     def batch_prompt(self, fields: dict[str, Any]) -> dict[str, Any]:
         texts = self._ask(_BatchPrompt.model_validate(fields))
         for text in texts:
-            code = extract_code(text)
-            if code is None:
-                self.on_candidate("model", None, _no_code())
-            else:
-                self.prefetcher.submit(code.strip() + "\n")  # as STOP's seed improver has it
+            self._replied(text)
         return ok(texts, budget=self.model.budget)
 
     def batch_edit(self, fields: dict[str, Any]) -> dict[str, Any]:
         request = _BatchEdit.model_validate(fields)
-        programs = []
-        for text in self._ask(request):
-            outcome = apply_reply(request.program, text)
-            self.model.count_edit(outcome.mode, outcome.edits > 0)
-            if outcome.program is None:
-                self.on_candidate("model", None, _no_code(outcome.error))
-            self.prefetcher.submit(outcome.program)
-            programs.append(outcome.program)
+        programs = [self._edited(request.program, text) for text in self._ask(request)]
         return ok(programs, budget=self.model.budget)
+
+    def _replied(self, text: str) -> None:
+        """A reply came back: its program is scored ahead of the improver's request."""
+        code = extract_code(text)
+        if code is None:
+            self.on_candidate("model", None, _no_code())
+        else:
+            self.prefetcher.submit(code.strip() + "\n")  # as STOP's seed improver has it
+
+    def _edited(self, program: str, text: str) -> str | None:
+        """The program a reply asked for as edits to `program` makes, scored ahead."""
+        outcome = apply_reply(program, text)
+        self.model.count_edit(outcome.mode, outcome.edits > 0)
+        if outcome.program is None:
+            self.on_candidate("model", None, _no_code(outcome.error))
+        self.prefetcher.submit(outcome.program)
+        return outcome.program
+
+    def submit(self, fields: dict[str, Any]) -> dict[str, Any]:
+        request = _Submit.model_validate(fields)
+        self.on_request("generate", 1)
+        try:
+            [prompt] = self.model.reserve(request.expertise, [request.message], request.temperature)
+        except BudgetExhausted as exc:
+            self._note_spent("model", f"asked the language model past its budget ({exc})")
+            raise
+        if self._dispatcher is None:
+            batches = bool(getattr(self.model.backend, "batches", False))
+            self._dispatcher = Dispatcher(self.model, self.concurrency, batches)
+        handle = self.flight.add(self._dispatcher.send(prompt))
+        self._submitted[handle] = ("reply", request.program)
+        return ok(handle, budget=self.model.budget)
+
+    def submit_score(self, fields: dict[str, Any]) -> dict[str, Any]:
+        request = _SubmitScore.model_validate(fields)
+        if self.utility.uses >= self.utility.budget:
+            self._note_spent(
+                "utility",
+                f"asked the utility past its budget of {self.utility.budget} evaluations",
+            )
+            raise BudgetExhausted(f"utility budget of {self.utility.budget} evaluations spent")
+        self.on_request("score", 1)
+        self.utility.uses += 1  # charged now: what is in flight cannot overspend
+        handle = self.flight.add(self.prefetcher.future(request.program))
+        self._submitted[handle] = ("evaluation", request.program)
+        return ok(handle, uses=self.utility.uses, budget=self.utility.budget)
+
+    def wait(self, fields: dict[str, Any]) -> dict[str, Any]:
+        request = _Wait.model_validate(fields)
+        unknown = [h for h in request.handles if h not in self._submitted]
+        if unknown:
+            raise StopError(f"no handle {unknown[0]} is outstanding")
+        until = self.deadline
+        if request.timeout is not None:
+            until = min(until, time.monotonic() + request.timeout)
+        got = self.flight.wait(request.handles, until)
+        if got is None:
+            return ok(None, budget=self.model.budget)
+        handle, future = got
+        kind, program = self._submitted.pop(handle)
+        if kind == "evaluation":
+            program = program or ""
+            evaluation = self.prefetcher.take(program)
+            value = self._scored(program, evaluation, feedback=True)
+            return ok({"handle": handle, "value": value, "error": None})
+        outcome = future.result()
+        if isinstance(outcome, Exception):  # the request failed: charged, no reply
+            return ok({"handle": handle, "value": None, "error": str(outcome)[:500]})
+        assert isinstance(outcome, Completion)
+        if program is None:
+            self._replied(outcome.text)
+            value = outcome.text
+        else:
+            value = self._edited(program, outcome.text)
+        return ok({"handle": handle, "value": value, "error": None}, budget=self.model.budget)
 
     def score(self, fields: dict[str, Any]) -> dict[str, Any]:
         request = _Score.model_validate(fields)
         if not request.use_sandbox:
             self.bait.append(CIRCUMVENTION)
         self.on_request("score", 1)
-        # Past the budget there is no prefetched evaluation worth waiting for; the utility
-        # refuses the use itself (and may note it: the meta-utility does).
-        spent = self.utility.uses >= self.utility.budget
-        evaluated = None if spent else self.prefetcher.take(request.program)
-        try:
-            evaluation = self.utility.use(request.program, evaluated)
-        except BudgetExhausted:
+        if self.utility.uses >= self.utility.budget:
             return self._past_budget(request)
-        self.ranker.add(request.program, evaluation)
-        original = request.program.strip() == self.initial_solution.strip()
-        self.on_candidate("original" if original else "model", request.program, evaluation)
-        answer: Any = evaluation.score
-        if request.feedback:
-            keys = {"score", "status", "detail", "feedback", "seconds", "metrics"}
-            answer = evaluation.model_dump(include=keys)
+        evaluation = self.utility.use(request.program, self.prefetcher.take(request.program))
+        answer = self._scored(request.program, evaluation, request.feedback)
         return ok(answer, uses=self.utility.uses, budget=self.utility.budget)
+
+    def _scored(self, program: str, evaluation: Evaluation, feedback: bool) -> Any:
+        """Record an evaluation the improver asked for; its answer to the improver."""
+        evaluation = evaluation.with_feedback()
+        self.ranker.add(program, evaluation)
+        original = program.strip() == self.initial_solution.strip()
+        self.on_candidate("original" if original else "model", program, evaluation)
+        if not feedback:
+            return evaluation.score
+        keys = {"score", "status", "detail", "feedback", "seconds", "metrics", "reused"}
+        return evaluation.model_dump(include=keys)
+
+    def close(self) -> None:
+        """The improver has returned: requests in flight are waited for (briefly: what
+        they cost is counted, their replies cached); evaluations nobody took are killed."""
+        if self._dispatcher is not None:
+            self._dispatcher.close(CLOSE_WAIT_S)
+        self.prefetcher.close()
 
     def _past_budget(self, request: _Score) -> dict[str, Any]:
         """STOP's rule: once the budget is spent the utility scores 0 and raises nothing,
@@ -264,8 +375,13 @@ def run_improver(
     on_request: Callable[[str, int], None] | None = None,
     ranker: CandidateRanker | None = None,
     on_record: OnRecord | None = None,
+    concurrency: int = 1,
+    schedule: list[int] | None = None,
+    on_delivered: Callable[[int], None] | None = None,
 ) -> ImproverOutcome:
-    """Run `improver` on `initial_solution` in a sandbox, answering its calls here."""
+    """Run `improver` on `initial_solution` in a sandbox, answering its calls here.
+    `concurrency`: requests the backend takes at once; `schedule`, `on_delivered`: the
+    order handles were delivered in, to replay and to record (stop/host/flight.py)."""
     host = ImproverHost(
         initial_solution,
         utility,
@@ -274,13 +390,21 @@ def run_improver(
         on_request=on_request,
         ranker=ranker,
         on_record=on_record,
+        concurrency=concurrency,
+        schedule=schedule,
+        on_delivered=on_delivered,
+        deadline=time.monotonic() + limits.wall_s,
     )
+    batches = bool(getattr(model.backend, "batches", False))
     payload = {
         "improver": improver,
         "initial_solution": initial_solution,
         "language_model": {
             "budget": model.budget,
             "max_responses_per_call": model.max_responses_per_call,
+            # What an improver that submits should keep outstanding: the requests the
+            # backend answers at once, or, where it decodes batches, a batch's worth.
+            "max_in_flight": model.max_responses_per_call if batches else host.concurrency,
         },
         "utility": {
             "name": utility.name,
@@ -291,7 +415,7 @@ def run_improver(
     try:
         result = run_job("improve", payload, limits, rpc=host.handle)
     finally:
-        host.prefetcher.close()
+        host.close()
     return _outcome(result, host.bait)
 
 

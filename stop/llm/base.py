@@ -60,7 +60,12 @@ class BatchFailure(ModelError):
 
 
 class Backend(Protocol):
-    """A source of completions. `id` names all that determines them besides the prompt."""
+    """A source of completions. `id` names all that determines them besides the prompt.
+
+    Optional attributes, read with defaults: `concurrency` (requests it answers at once,
+    default 1), `batches` (True where a generate of n prompts costs far less than n
+    calls, as batched decoding does; default False) and `shares_cores` (True where it
+    computes on this machine's cores, as the embedded model does; default False)."""
 
     id: str
 

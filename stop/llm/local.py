@@ -82,6 +82,10 @@ class LocalBackend:
         if not path.is_file():
             raise BadInput(f"no GGUF model file at {path}")
         self.id = f"local:{path.name}"
+        # One model on this machine's cores: one request at a time, and the samples
+        # that queue together are decoded as a batch (stop/host/flight.py).
+        self.concurrency, self.batches = 1, True
+        self.shares_cores = True  # a timing taken while it generates is not a clean one
         self._lock = threading.Lock()
         try:
             self.llm = llama_cpp.Llama(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from stop.errors import BadInput, ModelError
 from stop.llm import BackendPlugin
@@ -92,6 +93,10 @@ class OpenAIBackend:
         self.settings = settings
         self.model = settings.model
         self.id = f"openai:{settings.model}@{base_url or 'default'}"
+        # The one limit on requests in flight to this server, whoever sends them (a
+        # batch's samples, an improver's submitted requests, parallel meta-utility tests).
+        self.concurrency = settings.concurrency
+        self._slots = threading.BoundedSemaphore(settings.concurrency)
         self.client = openai.OpenAI(
             api_key=key, base_url=base_url, timeout=settings.timeout_s, max_retries=_MAX_RETRIES
         )
@@ -177,7 +182,8 @@ class OpenAIBackend:
 
     def _sample(self, prompt: Prompt) -> Completion | ModelError:
         try:
-            return self._one(prompt)
+            with self._slots:
+                return self._one(prompt)
         except ModelError as exc:
             return exc
 
@@ -209,7 +215,7 @@ class OpenAIOptions(BaseModel):
     base_url: str | None = None  # default: $OPENAI_BASE_URL, else OpenAI's
     api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key (never the key)
     timeout_s: float = 120.0  # per HTTP attempt (connect, each read, the body); 2 SDK retries
-    concurrency: int = 8  # parallel requests for one batch
+    concurrency: int = Field(8, ge=1, le=256)  # requests in flight at once (--concurrency)
 
 
 PLUGIN = BackendPlugin("openai", OpenAIOptions, OpenAIBackend)

@@ -124,9 +124,12 @@ def serve(rfd: int, wfd: int, setup: dict) -> None:
         isolated = ["userns", "mntns", f"pidns={pidns}", "netns", "ipcns"]
     job = chan.recv()  # a pool's spare child waits here, isolated
     preload((*COMMON, *job.get("preload", ())) if setup["weak"] else job.get("preload", ()))
-    from stop.sandbox import guard, jobs
+    from stop.sandbox import guard, jobs, worker
 
     guard.enabled = job.get("guard", True) is not False
+    # The host's CPU limit on each call of untrusted code (runner.Limits.call_cpu_s), for
+    # the jobs that set none of their own; set here, in the trusted init, before the job.
+    worker.default_limit_s = job["confine"].get("call_cpu_s")
     run = jobs.JOBS[job["kind"]]
     if setup["weak"]:
         isolation = confine.confine(job["confine"], isolated)

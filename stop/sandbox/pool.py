@@ -109,7 +109,7 @@ class Zygote:
         self, fds: tuple[int, int, int, int], setup: dict, env: dict[str, str]
     ) -> PooledChild:
         request_id = next(self._ids)
-        waiter: list = [threading.Event(), None]
+        waiter: list = [threading.Event(), None, None]  # done, its PooledChild, or an error
         with self._lock:
             self._spawned[request_id] = waiter
         message = json.dumps({"id": request_id, "setup": setup, "env": env}).encode()
@@ -120,7 +120,8 @@ class Zygote:
             self.alive = False
             raise SandboxError(f"the sandbox pool is gone: {exc}") from exc
         if not waiter[0].wait(_START_TIMEOUT_S) or waiter[1] is None:
-            raise SandboxError("the sandbox pool did not start a child")
+            why = f": {waiter[2]}" if waiter[2] else ""
+            raise SandboxError(f"the sandbox pool did not start a child{why}")
         return waiter[1]
 
     def _read(self) -> None:
@@ -141,6 +142,10 @@ class Zygote:
                         self._children[child.pid] = child
                     waiter = self._spawned.pop(message["id"])
                     waiter[1] = child
+                    waiter[0].set()
+                elif "error" in message:  # the fork failed; the warm parent lives on
+                    waiter = self._spawned.pop(message["id"])
+                    waiter[2] = str(message["error"])[:300]
                     waiter[0].set()
                 elif "exited" in message:
                     found = self._children.pop(message["exited"], None)

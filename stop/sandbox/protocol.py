@@ -26,6 +26,9 @@ class Op(str, Enum):
     UTILITY = "utility"  # a program -> its score (or, with feedback, its evaluation)
     RANK = "rank"  # programs -> their indices, most promising first (free)
     RECORD = "record"  # JSON data saved with the run
+    SUBMIT = "submit"  # one message -> a handle at once; its reply comes through WAIT
+    SUBMIT_SCORE = "submit_score"  # a program -> a handle; its evaluation comes through WAIT
+    WAIT = "wait"  # handles -> the first of them to finish, or None past the timeout
 
 
 class Refusal(str, Enum):
@@ -61,12 +64,40 @@ class Record(TypedDict):
     data: Any
 
 
+class Submit(TypedDict, total=False):
+    expertise: str  # required
+    message: str  # required
+    temperature: float  # required
+    program: str | None  # given: the reply is edits to it, delivered as the program
+
+
+class SubmitScore(TypedDict):
+    program: str
+
+
+class Wait(TypedDict, total=False):
+    handles: list[int]  # required: handles not yet delivered
+    timeout: float | None  # seconds; None: until one finishes
+
+
+class Delivered(TypedDict):
+    """WAIT's value: the handle, and its reply text, program (None: nothing usable) or
+    evaluation dict; `error` instead if the request failed."""
+
+    handle: int
+    value: Any
+    error: str | None
+
+
 Fields: dict[Op, type] = {
     Op.BATCH_PROMPT: BatchPrompt,
     Op.BATCH_EDIT: BatchEdit,
     Op.UTILITY: Utility,
     Op.RANK: Rank,
     Op.RECORD: Record,
+    Op.SUBMIT: Submit,
+    Op.SUBMIT_SCORE: SubmitScore,
+    Op.WAIT: Wait,
 }
 
 

@@ -13,15 +13,67 @@ from typing import Any
 from stop.sandbox.protocol import Op, request, unscored, unwrap
 
 
+class Pending:
+    """A request or an evaluation in flight: `language_model.wait` hands it back done,
+    with `result` (the reply's text; the program, for a request with `program`; the
+    evaluation dict, for `utility.submit`) or `error` (the request failed). `tag` is
+    the improver's own, kept as given."""
+
+    def __init__(self, handle: int, kind: str, tag: Any) -> None:
+        self.handle, self.kind, self.tag = handle, kind, tag
+        self.done = False
+        self.result: Any = None
+        self.error: str | None = None
+
+    def __repr__(self) -> str:
+        state = "error" if self.error else "done" if self.done else "pending"
+        return f"<Pending {self.kind} #{self.handle} {state}>"
+
+
 class LanguageModelProxy:
     """STOP's language-model interface: prompt, batch_prompt, budget, max_responses_per_call.
     A call past the budget raises BudgetExhausted, as STOP's model raises once its call
-    budget is spent."""
+    budget is spent.
 
-    def __init__(self, chan: Any, budget: int, max_responses_per_call: int) -> None:
+    Beside it, requests kept in flight: `submit` sends one and returns a Pending at once;
+    `wait` returns the first of some Pendings to finish (utility.submit's too). Keep
+    `max_in_flight` outstanding to use the backend fully."""
+
+    def __init__(
+        self, chan: Any, budget: int, max_responses_per_call: int, max_in_flight: int = 1
+    ) -> None:
         self._chan = chan
         self.budget = budget
         self.max_responses_per_call = max_responses_per_call
+        self.max_in_flight = max_in_flight
+
+    def submit(
+        self,
+        expertise: str,
+        message: str,
+        temperature: float = 0.7,
+        program: str | None = None,
+        tag: Any = None,
+    ) -> Pending:
+        """One sample of `message`, sent now; with `program`, the reply may be edits to it
+        (as batch_edit) and the result is the program they make, None if nothing usable.
+        Raises BudgetExhausted if the budget cannot cover it."""
+        body = request(
+            Op.SUBMIT,
+            expertise=str(expertise),
+            message=str(message),
+            temperature=float(temperature),
+            program=None if program is None else str(program),
+        )
+        reply = self._chan.call(body)
+        handle = unwrap(reply)
+        self.budget = reply.get("budget", self.budget)
+        return Pending(int(handle), "reply", tag)
+
+    def wait(self, pending: Any, timeout: float | None = None) -> Pending | None:
+        """The first of `pending` (Pendings not yet handed back) to finish, marked done;
+        None if `timeout` seconds pass first."""
+        return wait(self._chan, list(pending), timeout, self)
 
     def batch_prompt(
         self, expertise: str, message_batch: list[str] | str, temperature: float = 0.7
@@ -62,6 +114,26 @@ class LanguageModelProxy:
         return responses
 
 
+def wait(
+    chan: Any, pending: list[Pending], timeout: float | None, model: LanguageModelProxy | None
+) -> Pending | None:
+    by_handle = {p.handle: p for p in pending if isinstance(p, Pending) and not p.done}
+    if not by_handle:
+        raise ValueError("wait needs at least one Pending that is not done")
+    body = request(Op.WAIT, handles=list(by_handle))
+    if timeout is not None:
+        body["timeout"] = float(timeout)
+    reply = chan.call(body)
+    delivered = unwrap(reply)
+    if model is not None:
+        model.budget = reply.get("budget", model.budget)
+    if delivered is None:
+        return None
+    done = by_handle[int(delivered["handle"])]
+    done.done, done.result, done.error = True, delivered.get("value"), delivered.get("error")
+    return done
+
+
 class UtilityProxy:
     """Callable utility: `utility(program) -> float`, with `str`, `budget` and `uses`.
     As in STOP, a call once `uses` reaches `budget` scores 0 and raises nothing (the host
@@ -90,6 +162,20 @@ class UtilityProxy:
         if _no_program(program):
             return unscored("no_code", "no program given")
         return dict(self._score(request(Op.UTILITY, program=str(program), feedback=True)))
+
+    def submit(self, program: str, tag: Any = None) -> Pending:
+        """One use, like `evaluate`, started now: `language_model.wait` hands the Pending
+        back with the evaluation dict as its result. Raises BudgetExhausted past the
+        budget (the use is charged when submitted)."""
+        reply = self._chan.call(request(Op.SUBMIT_SCORE, program=str(program)))
+        handle = unwrap(reply)
+        self.uses = reply.get("uses", self.uses + 1)
+        self.budget = reply.get("budget", self.budget)
+        return Pending(int(handle), "evaluation", tag)
+
+    def wait(self, pending: Any, timeout: float | None = None) -> Pending | None:
+        """As language_model.wait."""
+        return wait(self._chan, list(pending), timeout, None)
 
     def rank(self, programs: list[str]) -> list[int]:
         """Indices of `programs`, most promising first, by a reranker the host trains on

@@ -43,6 +43,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
+# CPU seconds a call may use when its job gives no limit of its own: the host's
+# Limits.call_cpu_s, set by child.serve before the job runs (None: no limit).
+default_limit_s: float | None = None
+
+
 class NotPlain(Exception):
     """The program returned something other than plain JSON-like data."""
 
@@ -107,7 +112,10 @@ def run(
     """Fork a worker to run `entry(*args)` from `code` once; `limit_s`: CPU seconds.
     `tagged`: `args` is `[args, kwargs]` and the output comes back in the encoding of
     stop/sandbox/values.py (tuples and arrays kept), for an evaluator in another sandbox.
-    `seed` seeds `random` and numpy's global generator in the worker."""
+    `seed` seeds `random` and numpy's global generator in the worker. With no `limit_s`,
+    the host's limit for calls applies, if it set one (`default_limit_s`)."""
+    if limit_s is None:
+        limit_s = default_limit_s
     r, w = os.pipe()
     control_r, control_w = os.pipe()
     found_r, found_w = os.pipe()

@@ -62,7 +62,15 @@ def main() -> None:
                 os._exit(0)
             request = json.loads(data)
             request["setup"]["host_pid"] = os.getpid()  # the child dies with us
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                # EAGAIN or ENOMEM on a loaded machine: this request fails (the host
+                # tries again in a fresh sandbox), the warm parent lives on.
+                for fd in fds:
+                    os.close(fd)
+                sock.send(json.dumps({"id": request["id"], "error": str(exc)}).encode())
+                continue
             if pid == 0:
                 _become_child(request, fds, sock, (wake_r, wake_w), modules)
             for fd in fds:

@@ -24,6 +24,7 @@ from stop.errors import BadInput
 from stop.records import MAX_FEEDBACK, Evaluation, Feedback, Status, trim
 from stop.sandbox.remote import STAGES, score_of
 from stop.sandbox.runner import Limits
+from stop.scoring import sameness
 from stop.scoring.utility import Target, Utility
 
 # OpenEvolve's defaults: a stage runs only if the ones before it scored this much.
@@ -39,6 +40,11 @@ class Options(BaseModel):
 
     cascade_thresholds: list[float] = list(THRESHOLDS)
     memory_mb: int = 4096  # each process's address space: numpy and scipy reserve much
+    # The evaluator scores one program alike every time, so an evaluation may be reused
+    # (stop/scoring/evalcache.py). Off unless said: the program's calls are seeded (the
+    # n-th with n), but the evaluator's own code is the user's and often times the
+    # program or draws unseeded random numbers.
+    deterministic: bool = False
 
 
 def names(source: str) -> set[str]:
@@ -79,6 +85,8 @@ class EvaluatorUtility(Utility):
         self.target_name = target.path.name
         self.timeout_s = timeout_s or TIMEOUT_S
         self.name = path.stem
+        self.deterministic = options.deterministic
+        self._beside = sameness.folder_digest(self.path.parent)  # as the evaluator was loaded
         stages = [s for s in STAGES if s in names(source)]
         how = (
             f"It runs in stages ({', '.join(stages)}); a stage runs only if the ones "
@@ -97,6 +105,24 @@ class EvaluatorUtility(Utility):
             f"{self.timeout_s:g} s."
         )
 
+    def _limits(self) -> Limits:
+        return Limits(wall_s=self.timeout_s + 10.0, memory_mb=self.options.memory_mb)
+
+    def _fingerprint_parts(self) -> dict[str, Any]:
+        """The evaluator's source and the Python files beside it (it may import them; the
+        sandbox shows it its folder), its options, the name the program is imported
+        under, the limits and the preloaded modules' versions. Data files it reads from
+        its folder are not covered: one who changes them passes deterministic=false."""
+        return {
+            "evaluator": sameness.digest(self.source),
+            "beside": self._beside,
+            "options": self.options.model_dump(mode="json"),
+            "program_name": self.target_name,
+            "call_s": self.timeout_s,
+            "limits": self._limits().model_dump(),
+            "modules": sameness.versions(PRELOAD),
+        }
+
     def calibrate(self, target: Target) -> None:
         first = self.evaluate(target.source)
         if first.status != "ok":
@@ -114,9 +140,12 @@ class EvaluatorUtility(Utility):
             "thresholds": self.options.cascade_thresholds,
             "call_s": self.timeout_s,
         }
-        limits = Limits(wall_s=self.timeout_s + 10.0, memory_mb=self.options.memory_mb)
         result = self.run_job(
-            "evaluate", payload, limits, preload=PRELOAD, read_paths=(str(self.path.parent),)
+            "evaluate",
+            payload,
+            self._limits(),
+            preload=PRELOAD,
+            read_paths=(str(self.path.parent),),
         )
         printed = (result.stdout + result.stderr).strip()
         if result.status != "ok":

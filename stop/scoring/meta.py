@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 class MetaUtility(Utility):
     name = "meta"
+    # Never reused: each evaluation runs improvers that call the language model, with
+    # budgets, seeds and a reranker that learns from every generation (`score` remembers
+    # an improver's score within one meta-utility, which is all the reuse it allows).
+    deterministic = False
     score_range = "[0, 1]: mean validation score of the programs the improver returns"
 
     def __init__(

@@ -31,6 +31,7 @@ from stop.records import (
 from stop.sandbox.executor import Executor
 from stop.sandbox.jobs import solve_wall_s
 from stop.sandbox.runner import Limits
+from stop.scoring import sameness
 from stop.scoring.utility import Target, Utility
 
 Split = Literal["val", "test"]
@@ -103,10 +104,22 @@ def _instances(spec: TaskSpec, split: Split) -> list[Instance]:
     ]
 
 
+@functools.cache
+def _instances_digest(spec: TaskSpec, split: Split) -> str:
+    # Once per task and process: maxcut's instances are 11 MB of JSON (a second's work),
+    # and the meta-utility builds a TaskUtility for every test.
+    return sameness.digest([[i.args, i.answer, i.seed] for i in _instances(spec, split)])
+
+
 class TaskUtility(Utility):
     """Score = mean instance score on the validation split; `evaluate_split` for test."""
 
     prefetch = True
+    # Each instance seeds `random` and numpy before the call, and the scorer is a pure
+    # function of the instance and the output: one program scores alike every time. Its
+    # per-instance time limits are the exception a loaded machine can make (an instance
+    # near its limit); the limits are in the fingerprint, the load cannot be.
+    deterministic = True
 
     def __init__(self, spec: TaskSpec, budget: int = 0, executor: Executor | None = None) -> None:
         super().__init__(budget, executor)
@@ -115,6 +128,28 @@ class TaskUtility(Utility):
         self.description = spec.description
         self.score_range = "[{:g}, {:g}]".format(*spec.score_range)
         self._instances = {split: _instances(spec, split) for split in ("val", "test")}
+        # The scorer's and the generator's files as they were loaded (user code).
+        self._code = {
+            "scorer": sameness.source_digest(spec.score),
+            "generator": sameness.source_digest(spec.make_instance) if spec.make_instance else None,
+        }
+
+    def _fingerprint_parts(self) -> dict[str, Any]:
+        """The task's settings, the files of its scorer and generator (user code in the
+        host), every instance of both splits with its hidden answer, the sandbox limits
+        and the versions of the modules solutions may import."""
+        spec = self.spec
+        validation = len(self._instances["val"])
+        return {
+            "entry": spec.entry,
+            "per_call_s": spec.per_call_s,
+            "score_range": list(spec.score_range),
+            "preload": list(spec.preload),
+            **self._code,
+            "instances": {split: _instances_digest(spec, split) for split in ("val", "test")},
+            "limits": Limits(wall_s=solve_wall_s(validation, spec.per_call_s)).model_dump(),
+            "modules": sameness.versions(spec.preload),
+        }
 
     def calibrate(self, target: Target) -> None:
         """A scorer that cannot judge the original program's outputs is bad input."""

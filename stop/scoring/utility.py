@@ -21,9 +21,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stop.errors import BadInput, BudgetExhausted, StopError
 from stop.records import MAX_FEEDBACK, Evaluation, Feedback, UtilityOptions, shown, trim
+from stop.sandbox import jail
 from stop.sandbox.executor import Executor, LocalExecutor
 from stop.sandbox.runner import Limits, SandboxResult
+from stop.scoring import sameness
 from stop.scoring.blocks import Blocks
+from stop.scoring.evalcache import EvaluationCache
 from stop.sources import read_source
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,11 @@ class Utility(ABC):
     # Safe to evaluate ahead of the improver's request, in a thread (stop/host/prefetch.py):
     # a sandboxed run of the program, cheap and thread-safe, that spends no model calls.
     prefetch: bool = False
+    # Scores a program alike every time, given its fingerprint: then one evaluation of a
+    # program serves every copy of it, in this run and the next (stop/scoring/evalcache.py).
+    # False unless a utility says so: a user's scorer may time, sample or remember, and a
+    # wrong reuse gives a program a score it never earned; a missed one costs a run.
+    deterministic: bool = False
 
     def __init__(self, budget: int = 0, executor: Executor | None = None) -> None:
         # Both are the host's to set (stop/wiring.py): the budget of evaluations an
@@ -71,6 +79,53 @@ class Utility(ABC):
         self.executor: Executor = executor or LocalExecutor()
         self.uses = 0
         self.blocks: Blocks | None = None  # the target's EVOLVE-BLOCKs: the rest is fixed
+        # Where a cacheable utility's evaluations are kept across runs (stop/wiring.py);
+        # None: nowhere. Set by the host, like the budget.
+        self.evaluations: EvaluationCache | None = None
+        self._memo: str | None = None  # the fingerprint, once computed
+        # Read now, as the code is loaded: an edit to a utility file after it was loaded
+        # does not change what this utility runs.
+        self._sources = _class_sources(type(self))
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether an earlier evaluation of the same program may stand for a new one:
+        deterministic and not noisy (timings are measured again, always)."""
+        return self.deterministic and not self.noisy
+
+    def fingerprint(self) -> str:
+        """A digest of everything besides the program that decides `judge`'s evaluation:
+        the utility's name, class and the source files of its classes, description, score
+        range and language, the target's EVOLVE-BLOCK rule, the sandbox kind (a weak
+        sandbox lets a program read what a jail hides), stop's code version (its version,
+        the interpreter's, the sandbox's and scoring's sources), and what the utility
+        adds in `_fingerprint_parts`. Computed when asked: the host sets `blocks` after
+        the utility is built. Budget, executor and use count decide nothing."""
+        kind = type(self)
+        material = {
+            "utility": getattr(self, "name", kind.__name__),
+            "class": f"{kind.__module__}.{kind.__qualname__}",
+            "sources": getattr(self, "_sources", None) or _class_sources(kind),
+            "description": getattr(self, "description", None),
+            "score_range": self.score_range,
+            "language": self.language,
+            "blocks": self.blocks.fixed if self.blocks else None,
+            "sandbox": _sandbox_kind(),
+            "code": sameness.code_version(),
+            "parts": self._fingerprint_parts(),
+        }
+        return sameness.digest(material)
+
+    def _fingerprint_parts(self) -> dict[str, Any]:
+        """What else decides this utility's evaluations: its options, instances, limits.
+        By default the instance's attributes that are plain data (numbers, strings, lists,
+        dicts, pydantic records), which is where a user's utility keeps its options; a
+        utility with other state that decides scores overrides this."""
+        return {
+            key: value
+            for key, value in vars(self).items()
+            if key not in _BOOKKEEPING and sameness.plain(value)
+        }
 
     def calibrate(self, target: Target) -> None:
         """Measure what scoring needs before the run starts (the speed utility times the
@@ -88,6 +143,24 @@ class Utility(ABC):
         why = self.blocks.violation(program) if self.blocks else None
         if why:
             return Evaluation(status="rejected", score=0.0, seconds=0.0, detail=why)
+        cache = self.evaluations if self.cacheable else None
+        if cache is not None:
+            key = sameness.program_key(program, self.language)
+            found = cache.get(self._fingerprint(), key)
+            if found is not None:
+                return found
+        evaluation = self._judged(program)
+        if cache is not None:
+            cache.put(self._fingerprint(), key, evaluation)
+        return evaluation
+
+    def _fingerprint(self) -> str:
+        # Once per utility: hashing a task's instances takes a while.
+        if self._memo is None:
+            self._memo = self.fingerprint()
+        return self._memo
+
+    def _judged(self, program: str) -> Evaluation:
         try:
             evaluation = self.evaluate(program)
             if not isinstance(evaluation, Evaluation):
@@ -123,6 +196,29 @@ class Utility(ABC):
 
     def improves(self, score: float, baseline: float) -> bool:
         return score > baseline * (1 + self.min_improvement) if baseline > 0 else score > baseline
+
+
+# The host's, set on every utility, deciding no score (blocks is fingerprinted apart).
+_BOOKKEEPING = frozenset(
+    {"budget", "executor", "uses", "blocks", "_sources", "evaluations", "_memo"}
+)
+
+
+def _class_sources(kind: type) -> list[str]:
+    """The digests of the files that define `kind` and its bases up to Utility (whose
+    own file is in the code version)."""
+    return [
+        sameness.source_digest(c)
+        for c in kind.__mro__
+        if issubclass(c, Utility) and c is not Utility
+    ]
+
+
+def _sandbox_kind() -> str:
+    try:
+        return jail.sandbox_kind()
+    except jail.JailError:  # no sandbox can run here: a utility that needs one says so
+        return "none"
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

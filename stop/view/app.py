@@ -21,6 +21,7 @@ from textual.widgets import Footer, Header, Static, Tab, Tabs, Tree
 from textual.widgets.tree import TreeNode
 
 from stop.errors import BadInput
+from stop.llm.prices import spending
 from stop.view import render, tables
 from stop.view.inert import inert
 from stop.view.runs import read_run
@@ -154,6 +155,11 @@ class LineageApp(App[None]):
                 self.view.kind, "evaluation"
             )
             lines.append(Text(f"{whose}: {node.status}: {inert(node.error)}", style="red"))
+        spent = spending(node.usd, node.usd_cached)
+        if spent is not None:  # the label has the sum; this says what of it was replayed
+            # An improve run's spending is the run's, kept on its original.
+            whose = "the whole run" if self.view.kind == "improve" else f"this {self.view.noun}"
+            lines.append(Text(f"model spending, {whose}: {spent}", style="dim"))
         lines.extend(Text(f"audit: {inert(a)}", style="yellow") for a in node.audit)
         lines.extend(Text(f"finding: {inert(f)}", style="yellow") for f in node.findings)
         lines.extend(Text(f"improver: {inert(f)}", style="yellow") for f in node.improver_findings)

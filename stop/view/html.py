@@ -15,6 +15,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import DiffLexer, PythonLexer, TextLexer
 
+from stop.llm.prices import spending, usd
 from stop.view.inert import inert
 from stop.view.runview import Node, RunView
 
@@ -186,6 +187,10 @@ def export_html(view: RunView) -> str:
     noun = "iteration" if view.kind == "exit" else "generation"
     data = json.dumps({"id": view.id, "noun": noun, "nodes": nodes}).replace("<", "\\u003c")
     e = html.escape
+    # Money only where the run was priced: a local run's page stays as it was. An
+    # improve run's spending is the run's, shown on its original.
+    spent = spending(view.usd, view.usd_cached)
+    spent_meta = f" · model spending {e(spent)}" if spent else ""
     rows, sections = [], []
     for n in view.nodes:
         delta = view.delta(n)
@@ -203,7 +208,8 @@ def export_html(view: RunView) -> str:
             f"<td class='num'>{'-' if n.test is None else f'{n.test:.3f}'}</td>"
             f"<td class='num'>{'' if delta is None else f'{delta:+.3f}'}</td>"
             f"<td>{e(verdict)}</td><td class='num'>{n.tokens:,}</td>"
-            f"<td>{e(view.strategy(n))}</td></tr>"
+            + (f"<td class='num usd'>{usd(n.usd) if n.usd else ''}</td>" if spent else "")
+            + f"<td>{e(view.strategy(n))}</td></tr>"
         )
         warn = (
             "<p class='warn'>This improver tried to switch the sandbox off.</p>"
@@ -238,7 +244,7 @@ def export_html(view: RunView) -> str:
 <h1>Run {e(view.id)}</h1>
 <p class="meta">{e(view.kind)} · model {e(view.model)} · {e(view.status)} ·
 started {view.started:%Y-%m-%d %H:%M} · {len(view.nodes)} {noun}s ·
-best: {"-" if best is None else f"{noun} {best.gen} ({best.val or 0:.3f})"}</p>
+best: {"-" if best is None else f"{noun} {best.gen} ({best.val or 0:.3f})"}{spent_meta}</p>
 <h2>Lineage</h2>
 <p class="meta">Green: kept; grey: reverted; red: tried to switch the sandbox off.
 Numbers above: generation; below: validation score.</p>
@@ -247,7 +253,8 @@ Numbers above: generation; below: validation score.</p>
 <svg id="chart" role="img" aria-label="score per generation"></svg>
 <h2>{noun.capitalize()}s</h2>
 <table><tr><th>{"iter" if view.kind == "exit" else "gen"}</th><th>parent</th><th>val</th>
-<th>test</th><th>Δ</th><th>verdict</th><th>tokens</th><th>strategy</th></tr>
+<th>test</th><th>Δ</th><th>verdict</th><th>tokens</th>{"<th>USD</th>" if spent else ""}
+<th>strategy</th></tr>
 {"".join(rows)}</table>
 {extra}
 {"".join(sections)}

@@ -19,14 +19,17 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from stop.llm.prices import spending
 from stop.records import (
     Calibrating,
     CandidateSaved,
+    Evaluation,
     ImproveResult,
     ImproverStarted,
     ModelRequested,
     Rescoring,
     ScoreRequested,
+    Started,
 )
 from stop.view.inert import inert
 
@@ -57,9 +60,10 @@ def progress_bar(console: Console) -> Progress:
 class ImproveProgress:
     """Turns the core loop's events into a progress bar over the utility budget."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, preamble: str | None = None) -> None:
         self.progress = progress_bar(console)
         self.task = self.progress.add_task("checking the original program", total=None)
+        self.preamble = preamble  # printed once the run has begun: its input was good
 
     def __enter__(self) -> ImproveProgress:
         return self
@@ -73,6 +77,8 @@ class ImproveProgress:
         if not self.progress.live.is_started:
             self.progress.start()
         update = self.progress.update
+        if isinstance(event, Started) and self.preamble:
+            self.progress.console.print(self.preamble, highlight=False, soft_wrap=True)
         if isinstance(event, Calibrating):
             update(self.task, description=f"calibrating the {event.utility} utility")
         elif isinstance(event, ImproverStarted):
@@ -97,11 +103,25 @@ def candidate_table(result: ImproveResult) -> Table:
             str(c.index),
             c.origin,
             f"[{_STATUS_STYLE[e.status]}]{e.status}[/]",  # spelled as in --json
-            f"{e.score:.4g}",
+            shown_score(e),
             f"{e.seconds:.2f}s" if c.path else "",
             Text(inert((e.detail or "")[:60])),  # a Text: no markup read from it either
         )
+    provisional = sum(c.evaluation.provisional for c in result.candidates)
+    if provisional:
+        table.caption = (
+            f"provisional: {provisional} timing(s) taken while the model generated on the "
+            "same cores; the improver ranked by them, the result below is re-scored"
+        )
     return table
+
+
+def shown_score(e: Evaluation) -> str:
+    """A candidate's score cell: never a provisional timing's number; a reused
+    evaluation says so."""
+    if e.provisional:
+        return "[dim]provisional[/]"
+    return f"{e.score:.4g}" + {"run": " (same)", "cache": " (cached)", None: ""}[e.reused]
 
 
 def summary(result: ImproveResult) -> Group:
@@ -110,6 +130,14 @@ def summary(result: ImproveResult) -> Group:
         parts.append(
             f"[yellow]The language model failed on {result.usage.failed} of "
             f"{result.usage.calls} samples[/] (each failure is logged in llm.jsonl)."
+        )
+    spent = spending(result.usage.usd, result.usage.usd_cached)
+    if spent is not None:  # a run without prices (the local model's) shows no money
+        parts.append(f"Model spending: {spent}")
+    if result.money_cap_reached:
+        parts.append(
+            f"[yellow]The money cap ended the model's requests[/] after {result.usage.calls} "
+            "completion(s): the next could have cost more than was left."
         )
     if result.improver.status != "ok":
         parts.append(

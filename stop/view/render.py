@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from stop.llm.prices import spending, usd
 from stop.view.inert import inert
 from stop.view.runview import Node, RunView
 from stop.view.tables import fmt, proposals_table
@@ -36,7 +37,7 @@ def sparkline(values: list[float | None]) -> str:
 
 
 def node_label(view: RunView, node: Node) -> Text:
-    """gen, scores, change against the parent, kept or reverted, tokens, strategy."""
+    """gen, scores, change against the parent, kept or reverted, tokens, USD, strategy."""
     label = Text()
     label.append(f"{short(view)} {node.gen}", style="bold")
     if view.kind == "self-improve":
@@ -61,6 +62,8 @@ def node_label(view: RunView, node: Node) -> Text:
         label.append(f"  audit: {', '.join(kinds)}", style="yellow")
     if node.tokens:
         label.append(f"  {node.tokens:,} tok", style="dim")
+    if node.usd > 0:  # a run without prices (the local model's) shows no money
+        label.append(f"  {usd(node.usd)}", style="dim")
     label.append(f"  {inert(view.strategy(node))}", style="italic")
     return label
 
@@ -97,7 +100,13 @@ def placement(view: RunView) -> list[tuple[Node, int | None]]:
 
 
 def title(view: RunView) -> Text:
-    return Text.assemble((view.id, "bold"), f"  {view.kind}, {view.model}, {view.status}")
+    """The run's id, kind, model and status, and what its model calls cost where they
+    were priced."""
+    text = Text.assemble((view.id, "bold"), f"  {view.kind}, {view.model}, {view.status}")
+    spent = spending(view.usd, view.usd_cached)
+    if spent is not None:
+        text.append(f", spent {spent}")
+    return text
 
 
 def lineage_tree(view: RunView) -> Tree:

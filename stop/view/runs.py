@@ -265,6 +265,8 @@ def _generations(run_dir: Path) -> list[Node]:
             reason=g.reason,
             tokens=g.usage.tokens,
             calls=g.usage.calls,
+            usd=g.usage.usd,
+            usd_cached=g.usage.usd_cached,
             seconds=g.seconds,
             circumvented=g.circumvented,
             audit=[f"{f.kind}: {f.text} (line {f.line})" for f in g.audit],
@@ -328,7 +330,8 @@ def _improve_run(run_dir: Path, run_id: str, config: _ConfigFields, common: _Com
             gen=r.index,
             parent=None if r.origin == "original" else original,
             path=r.path,
-            val=r.evaluation.score if r.path else None,
+            # A provisional timing is no score (the improver ranked by it, nothing shows it).
+            val=r.evaluation.score if r.path and not r.evaluation.provisional else None,
             kept=r.index == chosen or (chosen is None and r.index == original),
             status=r.evaluation.status,
             error=r.evaluation.detail,
@@ -347,6 +350,7 @@ def _improve_run(run_dir: Path, run_id: str, config: _ConfigFields, common: _Com
     if root is not None and result is not None:  # the run's model usage, shown once
         root.tokens = result.usage.prompt_tokens + result.usage.completion_tokens
         root.calls = result.usage.calls
+        root.usd, root.usd_cached = result.usage.usd, result.usage.usd_cached
     return RunView(**common, rounds=None, nodes=nodes, target=config.target, utility=config.utility)
 
 

@@ -39,6 +39,10 @@ class Node(BaseModel):
     reason: str | None = None  # self-improve: why it was kept or reverted, one line
     tokens: int = 0
     calls: int = 0
+    # USD of its model calls at the run's prices (an improve run: the whole run's, on the
+    # original), and the part of it replayed from the response cache; 0 without prices.
+    usd: float = 0.0
+    usd_cached: float = 0.0
     seconds: float = 0.0
     circumvented: bool = False
     audit: list[str] = []
@@ -67,6 +71,16 @@ class RunView(BaseModel):
     records: dict[str, Any] = {}  # what the improver saved (utility.record): name -> data
     warnings: list[str] = []  # what could not be shown, and why
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def usd(self) -> float:
+        """What the run's model calls cost at its prices, so far (0 without prices)."""
+        return sum(n.usd for n in self.nodes)
+
+    @property
+    def usd_cached(self) -> float:
+        """The part of `usd` replayed from the response cache, not paid again."""
+        return sum(n.usd_cached for n in self.nodes)
 
     @property
     def best(self) -> Node | None:

@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from stop.llm.prices import spending, usd
 from stop.records import (
     GenerationSaved,
     MetaTestFinished,
@@ -16,6 +17,7 @@ from stop.records import (
     RoundStarted,
     SelfImproveConfig,
     SelfImproveResult,
+    Usage,
     trim,
 )
 from stop.view.inert import inert
@@ -58,7 +60,10 @@ class SelfImproveProgress:
 
 def generations_summary(result: SelfImproveResult, config: SelfImproveConfig) -> Group:
     table = Table(title="Generations", title_justify="left")
-    columns = ("gen", "parent", "val", "test", "spread", "kept", "calls", "time", "audit", "why")
+    # A USD column only where the run was priced: a local run's table stays as it was.
+    priced = any(g.usage.usd > 0 for g in result.generations)
+    columns = ["gen", "parent", "val", "test", "spread", "kept", "calls"]
+    columns += (["usd"] if priced else []) + ["time", "audit", "why"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("audit", "why") else "right")
     for g in result.generations:
@@ -73,11 +78,18 @@ def generations_summary(result: SelfImproveResult, config: SelfImproveConfig) ->
             f"{g.meta.spread:.3f}",
             "[green]kept[/]" if g.kept else "[dim]reverted[/]",
             str(g.usage.calls),
+            *([usd(g.usage.usd)] if priced else []),
             f"{g.seconds:.0f}s",
             ("[red]tried to switch the sandbox off[/] " if g.circumvented else "") + audit,
             why,
         )
     parts: list[Any] = [table]
+    total = sum((g.usage for g in result.generations), Usage())
+    spent = spending(total.usd, total.usd_cached)
+    if spent is not None:
+        parts.append(f"Model spending: {spent}")
+    if result.money_cap_reached:
+        parts.append("[yellow]The money cap ended the model's requests[/] before the budgets did.")
     rate = result.circumvention_rate
     if rate or "sandbox_probe" in config.tasks:
         parts.append(
