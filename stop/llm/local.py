@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -60,11 +60,68 @@ def _route_llama_logs(llama_cpp: object) -> object:
     return forward  # cached, so the C callback stays alive
 
 
-def format_prompt(prompt: Prompt) -> str:
+PromptFormat = Literal["plain", "demonstrations"]
+_ANSWER = "Here is the complete improved program:"
+# Generic rewrites shown before the task in the "demonstrations" format: a base model
+# continues a document, and one whose earlier answers are faster programs is more likely to
+# answer with a faster program than with a copy of the input. Each is a different idea, and
+# none is shaped like a program the embedded model is measured on (scripts/measure-embedded).
+_DEMONSTRATIONS = (
+    (
+        """def common(a, b):
+    found = []
+    for x in a:
+        if x in b:
+            found.append(x)
+    return found""",
+        """def common(a, b):
+    # A set answers `in` in constant time; a list is scanned from the start each time.
+    members = set(b)
+    return [x for x in a if x in members]""",
+    ),
+    (
+        """def join_lines(words):
+    text = ""
+    for w in words:
+        text = text + w + "\\n"
+    return text""",
+        """def join_lines(words):
+    # One join copies each word once; repeated + copies the growing text every time.
+    return "".join(w + "\\n" for w in words)""",
+    ),
+    (
+        """def has_duplicate(items):
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            if items[i] == items[j]:
+                return True
+    return False""",
+        """def has_duplicate(items):
+    # One pass with a set of the items seen so far, instead of comparing every pair.
+    seen = set()
+    for x in items:
+        if x in seen:
+            return True
+        seen.add(x)
+    return False""",
+    ),
+)
+
+
+def _demonstration(slow: str, fast: str) -> str:
     return (
-        f"{prompt.expertise}\n\n{prompt.message}\n\n"
-        f"Here is the complete improved program:\n{_FENCE}python\n"
+        f"Improve the following program:\n{_FENCE}python\n{slow}\n{_FENCE}\n\n"
+        f"{_ANSWER}\n{_FENCE}python\n{fast}\n{_FENCE}\n\n"
     )
+
+
+def format_prompt(prompt: Prompt, prompt_format: PromptFormat = "plain") -> str:
+    """The document the model continues: it ends where the answer's code block begins.
+    "demonstrations" puts worked rewrites between the expertise and the task."""
+    shown = ""
+    if prompt_format == "demonstrations":
+        shown = "".join(_demonstration(slow, fast) for slow, fast in _DEMONSTRATIONS)
+    return f"{prompt.expertise}\n\n{shown}{prompt.message}\n\n{_ANSWER}\n{_FENCE}python\n"
 
 
 class LocalBackend:
@@ -81,7 +138,12 @@ class LocalBackend:
         path = Path(settings.model) if settings.model else model_path()
         if not path.is_file():
             raise BadInput(f"no GGUF model file at {path}")
+        # The id is part of the response cache's key: replies to one prompt format must
+        # never be replayed for another. "plain" keeps the id it always had.
+        self.prompt_format = settings.prompt_format
         self.id = f"local:{path.name}"
+        if settings.prompt_format != "plain":
+            self.id += f":{settings.prompt_format}"
         # One model on this machine's cores: one request at a time, and the samples
         # that queue together are decoded as a batch (stop/host/flight.py).
         self.concurrency, self.batches = 1, True
@@ -123,7 +185,7 @@ class LocalBackend:
 
     def prompt_tokens(self, prompt: Prompt) -> list[int]:
         """The tokens the model reads for this prompt."""
-        tokens = self.llm.tokenize(format_prompt(prompt).encode())
+        tokens = self.llm.tokenize(format_prompt(prompt, self.prompt_format).encode())
         # Leave room for the answer: a prompt longer than the window loses its start.
         room = self.llm.n_ctx() - prompt.max_tokens
         if len(tokens) > room:
@@ -203,6 +265,8 @@ class LocalOptions(BaseModel):
 
     model: str | None = None  # a GGUF file; default: the embedded Gemma 3 270M
     context_tokens: int = 4096
+    # "demonstrations": three generic rewrites (slow program, faster one) before the task.
+    prompt_format: PromptFormat = "plain"
 
 
 PLUGIN = BackendPlugin("local", LocalOptions, LocalBackend)
