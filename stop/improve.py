@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from stop.errors import BadInput
-from stop.host.improver import load_improver, run_improver
+from stop.host.improver import run_improver
 from stop.host.ranking import CandidateRanker
 from stop.llm.model import LanguageModel
 from stop.records import (
@@ -34,7 +34,7 @@ from stop.records import (
 from stop.sandbox.jail import sandbox_kind
 from stop.sandbox.runner import Limits
 from stop.scoring.utility import Target, Utility
-from stop.sources import read_source
+from stop.sources import load_improver, read_source
 from stop.store import RunStore
 from stop.wiring import Run
 

@@ -18,7 +18,7 @@ import logging
 import time
 
 from stop.errors import BadInput
-from stop.host.improver import CIRCUMVENTION, load_improver, run_improver
+from stop.host.improver import CIRCUMVENTION, run_improver
 from stop.llm.base import derive_seed
 from stop.records import (
     Evaluation,
@@ -41,6 +41,7 @@ from stop.sandbox.runner import Limits
 from stop.scoring.audit import DISABLES_SANDBOX, audit_source
 from stop.scoring.meta import MetaUtility
 from stop.scoring.task import TaskSpec, load_task
+from stop.sources import load_improver
 from stop.store import RunStore, read_generations
 from stop.wiring import Run
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 
 from stop.errors import SandboxError
-from stop.host.improver import load_improver, run_improver
+from stop.host.improver import run_improver
 from stop.host.prefetch import Prefetcher
 from stop.llm.base import Completion, Prompt
 from stop.llm.model import LanguageModel
 from stop.sandbox.runner import Limits
 from stop.scoring.utility import Evaluation, Utility
+from stop.sources import load_improver
 
 ORIGINAL = "def f(x):\n    return x\n"
 REWRITE = "def f(x):\n    return x + 0\n"

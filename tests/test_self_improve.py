@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from stop.defaults import LOCAL
-from stop.host.improver import load_improver
 from stop.records import Budget, GenerationRecord, ModelSettings, SelfImproveConfig
+from stop.sources import load_improver
 from tests import improvers as I
 from tests.helpers import STOP, run_stop, self_improve_run
 from tests.openai_server import CannedServer

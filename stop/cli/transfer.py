@@ -95,8 +95,8 @@ def transfer(
 ) -> None:
     """Mean and 95% interval per task over --trials runs, each column measured alike:
     the seed solution (an improver that changes nothing), the seed improver, this one."""
-    from stop.host.improver import load_improver
     from stop.llm.prices import usd
+    from stop.sources import load_improver
 
     improvers = {"seed": load_improver("seed"), "improver": load_improver(improver, runs_dir)}
     settings = options.model_settings(
@@ -139,7 +139,7 @@ def compare(
 ) -> None:
     """Improvers side by side, same model and budget: final utility (test split, mean and
     95% interval), model calls and wall time per task."""
-    from stop.host.improver import load_improver
+    from stop.sources import load_improver
 
     names = [name.strip() for name in improvers.split(",") if name.strip()]
     if not names:

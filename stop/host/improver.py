@@ -7,17 +7,15 @@ in a sandbox of its own.
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from stop.errors import BadInput, BudgetExhausted, StopError
+from stop.errors import BudgetExhausted, StopError
 from stop.helpers import extract_code
 from stop.host.flight import Dispatcher, Flight
 from stop.host.prefetch import Prefetcher
@@ -29,7 +27,6 @@ from stop.sandbox.protocol import Op, Refusal, ok, refuse, unscored
 from stop.sandbox.runner import Limits, SandboxResult, run_job
 from stop.scoring.utility import Utility
 from stop.search.edits import apply_reply
-from stop.sources import read_source
 
 log = logging.getLogger(__name__)
 
@@ -102,32 +99,6 @@ class _Record(BaseModel):
 
 
 MAX_RECORD_CHARS = 1 << 20  # of one JSON record an improver saves with the run
-
-
-def load_improver(spec: str, runs_dir: Path = Path("runs")) -> str:
-    """Source of a built-in improver (`seed`), an improver file, or a saved generation
-    (`<run-id>:<gen>`)."""
-    if ":" in spec and not spec.endswith(".py"):
-        from stop.store import resolve_generation
-
-        spec = str(resolve_generation(spec, runs_dir))
-    if spec.endswith(".py") or "/" in spec:
-        source = read_source(Path(spec), "improver")
-    else:
-        resource = importlib.resources.files("seed_improvers").joinpath(f"{spec}.py")
-        if not resource.is_file():
-            raise BadInput(
-                f"unknown improver {spec!r}: give a built-in name (seed), a .py file "
-                "or <run-id>:<generation>"
-            )
-        source = resource.read_text()
-    try:
-        compile(source, spec, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        raise BadInput(
-            f"improver {spec} has a syntax error at line {exc.lineno}: {exc.msg}"
-        ) from exc
-    return source
 
 
 CLOSE_WAIT_S = 30.0  # for requests in flight when an improver returns

@@ -60,7 +60,7 @@ COMMON = (
 
 
 class Channel:
-    """The child's end of the newline-delimited JSON pipes (see runner._Channel)."""
+    """The child's end of the newline-delimited JSON pipes (see channel.Channel)."""
 
     def __init__(self, rfd: int, wfd: int) -> None:
         self._r = os.fdopen(rfd, "rb")

@@ -14,10 +14,8 @@ then ran none of the job's code, so the host tries once more in a fresh sandbox.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import threading
@@ -30,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from stop.errors import BadInput, Interrupted, SandboxError
 from stop.sandbox import jail, pool, reaper, slots
+from stop.sandbox.channel import Channel
 
 log = logging.getLogger(__name__)
 
@@ -116,56 +115,6 @@ def _describe_exit(code: int | None, stderr: str = "", replied: bool = False) ->
         why = f"exited with status {code} {'after' if replied else 'before'} replying"
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     return f"{why}; stderr: {lines[-1][-_STDERR_LINE_CHARS:]}" if lines else why
-
-
-class _Channel:
-    """Newline-delimited JSON over two pipes, with a deadline on every read and write."""
-
-    def __init__(self, rfd: int, wfd: int, deadline: float, max_bytes: int) -> None:
-        self.rfd, self.wfd, self.deadline, self.max_bytes = rfd, wfd, deadline, max_bytes
-        self._buf = bytearray()
-        self._scanned = 0  # bytes of _buf known to hold no newline
-        os.set_blocking(rfd, False)
-        os.set_blocking(wfd, False)
-
-    def send(self, message: dict[str, Any]) -> bool:
-        data = (json.dumps(message) + "\n").encode()
-        while data:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                return False
-            _, w, _ = select.select([], [self.wfd], [], left)
-            if w:
-                try:
-                    data = data[os.write(self.wfd, data) :]
-                except BrokenPipeError:
-                    return False
-        return True
-
-    def recv(self) -> dict[str, Any] | str:
-        """The next message, or "eof", "timeout" or "oversized"."""
-        while (end := self._buf.find(b"\n", self._scanned)) < 0:
-            self._scanned = len(self._buf)  # search only new bytes: a huge line stays linear
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                return "timeout"
-            r, _, _ = select.select([self.rfd], [], [], left)
-            if not r:
-                continue
-            chunk = os.read(self.rfd, 1 << 16)
-            if not chunk:
-                return "eof"
-            if len(self._buf) + len(chunk) > self.max_bytes:
-                return "oversized"
-            self._buf += chunk
-        line = bytes(self._buf[:end])
-        del self._buf[: end + 1]
-        self._scanned = 0
-        try:
-            message = json.loads(line)
-        except ValueError:
-            return "oversized"
-        return message if isinstance(message, dict) else "oversized"
 
 
 def run_job(
@@ -308,7 +257,7 @@ def _run(slot: slots.Slot, job: _Job, start: float) -> tuple[SandboxResult, bool
     proc, limits = slot.proc, job.limits
     # Until the child is confined, the deadline is the start-up's; `_converse` moves it to
     # the job's own once the child says so.
-    chan = _Channel(slot.from_child, slot.to_child, start + START_UP_S, limits.message_mb << 20)
+    chan = Channel(slot.from_child, slot.to_child, start + START_UP_S, limits.message_mb << 20)
     message = {
         "kind": job.kind,
         "payload": job.payload,
@@ -377,7 +326,7 @@ class _Talk(NamedTuple):
 
 
 def _converse(
-    chan: _Channel,
+    chan: Channel,
     job: dict[str, Any],
     rpc: Rpc | None,
     slot: slots.Slot,
