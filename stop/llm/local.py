@@ -24,6 +24,7 @@ from stop.llm.base import BatchFailure, Completion, Prompt, sample_seed
 from stop.llm.batch_decode import BatchDecoder
 
 if TYPE_CHECKING:
+    from llama_cpp import Llama
     from llama_cpp.llama_types import CompletionUsage, CreateCompletionResponse
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,29 @@ def format_prompt(prompt: Prompt, prompt_format: PromptFormat = "plain") -> str:
     return f"{prompt.expertise}\n\n{shown}{prompt.message}\n\n{_ANSWER}\n{_FENCE}python\n"
 
 
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)  # what llama.cpp reads
+_MAX_GGUF_COUNT = 1 << 24  # tensors, or metadata entries: far above any real model's
+
+
+def _check_gguf(path: Path) -> None:
+    """Bad input now, before the run, unless `path` starts like a GGUF model llama.cpp
+    reads: the magic, a version it knows, plausible counts. (Loading it is what proves
+    it, and waits for the first sample.)"""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as exc:
+        raise BadInput(f"cannot read --model {path}: {exc.strerror or exc}") from exc
+    if len(head) == 24 and head[:4] == GGUF_MAGIC:
+        version = int.from_bytes(head[4:8], "little")
+        tensors = int.from_bytes(head[8:16], "little")
+        entries = int.from_bytes(head[16:24], "little")
+        if version in GGUF_VERSIONS and tensors < _MAX_GGUF_COUNT and entries < _MAX_GGUF_COUNT:
+            return
+    raise BadInput(f"--model {path} is not a GGUF model llama.cpp can load")
+
+
 class LocalBackend:
     def __init__(self, settings: LocalOptions | None = None) -> None:
         settings = settings or LocalOptions()
@@ -149,16 +173,27 @@ class LocalBackend:
         self.concurrency, self.batches = 1, True
         self.shares_cores = True  # a timing taken while it generates is not a clean one
         self._lock = threading.Lock()
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=settings.context_tokens,
-                n_threads=os.cpu_count() or 1,
-                verbose=False,
-            )
-        except ValueError as exc:  # llama.cpp's word for a file it cannot load
-            raise BadInput(f"--model {path} is not a GGUF model llama.cpp can load") from exc
+        _check_gguf(path)
+        # Loaded at the first sample (1.5 s on 2 cores): a run replayed from the response
+        # cache never needs the model.
+        self._load = functools.partial(
+            llama_cpp.Llama,
+            model_path=str(path),
+            n_ctx=settings.context_tokens,
+            n_threads=os.cpu_count() or 1,
+            verbose=False,
+        )
+        self._llm: Llama | None = None
         self._decoder: BatchDecoder | None = None  # built at the first batch of samples
+
+    @property
+    def llm(self) -> Llama:
+        if self._llm is None:
+            try:
+                self._llm = self._load()
+            except ValueError as exc:  # llama.cpp's word for a file it cannot load
+                raise ModelError(f"{self.id}: llama.cpp cannot load the model: {exc}") from exc
+        return self._llm
 
     def generate(self, prompts: list[Prompt]) -> list[Completion]:
         """Samples of one prompt (differing only in `sample`) are decoded together;
