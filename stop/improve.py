@@ -157,7 +157,6 @@ def _run(
         on_request=on_request,
         ranker=ranker,
         on_record=store.save_improver_record,
-        concurrency=getattr(model.backend, "concurrency", 1),
         schedule=schedule,
         on_delivered=lambda handle: store.emit(Delivered(handle=handle)),
     )

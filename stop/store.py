@@ -30,6 +30,7 @@ from stop.records import (
     Evaluation,
     Event,
     Exchange,
+    Failed,
     Finished,
     GenerationRecord,
     GenerationSaved,
@@ -416,28 +417,47 @@ def is_dir(path: Path) -> bool:
 
 def read_config(runs_dir: Path, run_id: str, shape: type[R]) -> R:
     """The configuration run `run_id` was started with (for --resume), as `shape`."""
+    return read_record(_run_dir(runs_dir, run_id) / "config.json", shape, run_id, "config")
+
+
+def _run_dir(runs_dir: Path, run_id: str) -> Path:
     if "/" in run_id or run_id.startswith(".") or not is_dir(runs_dir / run_id):
         raise BadInput(f"no run {run_id!r} in {runs_dir}")
-    return read_record(runs_dir / run_id / "config.json", shape, run_id, "config")
+    return runs_dir / run_id
+
+
+def run_state(events: list[Any]) -> tuple[str, str | None, Process | None]:
+    """How a run stands by its log: running, finished, interrupted, failed or killed (its
+    process gone without a word: kill -9, power, OOM), the error if any, and the process
+    the log last named as running it."""
+    status, error = "running", None
+    runner = None
+    for event in events:
+        if isinstance(event, Finished):
+            status, error = "finished", None
+        elif isinstance(event, Failed):
+            error = event.error
+            status = "interrupted" if error.startswith("KeyboardInterrupt") else "failed"
+        elif isinstance(event, Started | Resumed):
+            status, error, runner = "running", None, event.process
+    if status == "running" and runner is not None and alive(runner) is False:
+        status, error = "killed", "the process running it ended without saying so"
+    return status, error, runner
 
 
 def check_resumable(runs_dir: Path, run_id: str, kind: str) -> None:
     """BadInput unless run `run_id` is a `kind` run that stopped before it finished."""
-    if "/" in run_id or run_id.startswith(".") or not is_dir(runs_dir / run_id):
-        raise BadInput(f"no run {run_id!r} in {runs_dir}")
+    _run_dir(runs_dir, run_id)
     events = read_events(runs_dir / run_id)
     started = next((e for e in events if isinstance(e, Started)), None)
     if started is not None and started.kind != kind:
         raise BadInput(
             f"run {run_id} is a {started.kind} run: resume it with stop {started.kind} --resume"
         )
-    runner = None
-    for event in events:
-        if isinstance(event, Finished):
-            raise BadInput(f"run {run_id} has finished: there is nothing to resume")
-        if isinstance(event, Started | Resumed):
-            runner = event.process
-    if runner is not None and alive(runner):
+    status, _, runner = run_state(events)
+    if status == "finished":
+        raise BadInput(f"run {run_id} has finished: there is nothing to resume")
+    if status == "running" and runner is not None and alive(runner):
         raise BadInput(f"run {run_id} is still running (process {runner.pid})")
 
 

@@ -152,16 +152,10 @@ class Flight:
             self._finished.append(handle)
             self._changed.notify_all()
 
-    def outstanding(self) -> int:
-        return len(self._futures)
-
     def wait(self, handles: list[int], until: float) -> tuple[int, Future[Any]] | None:
         """The first of `handles` to finish (as recorded, when replaying) and its future,
         removed from the outstanding; None if none finished before `until` (monotonic)."""
         with self._changed:
-            unknown = [h for h in handles if h not in self._futures]
-            if unknown:
-                raise KeyError(unknown[0])
             wanted = self._replayed(handles)
             while True:
                 ready = [h for h in self._finished if h in handles]
@@ -195,7 +189,3 @@ class Flight:
         )
         self._schedule.clear()
         return None
-
-    def remaining(self) -> list[Future[Any]]:
-        with self._changed:
-            return list(self._futures.values())

@@ -127,7 +127,6 @@ class ImproverHost:
         on_request: Callable[[str, int], None] | None = None,
         ranker: CandidateRanker | None = None,
         on_record: OnRecord | None = None,
-        concurrency: int = 1,
         schedule: list[int] | None = None,
         on_delivered: Callable[[int], None] | None = None,
         deadline: float = float("inf"),
@@ -144,7 +143,15 @@ class ImproverHost:
         self.prefetcher.submit(initial_solution)
         # Requests and evaluations in flight (stop/host/flight.py); the dispatcher starts
         # with the first submitted request.
-        self.concurrency, self.deadline = max(1, concurrency), deadline
+        self.deadline = deadline
+        # The backend's one limit on requests at once (1 unless it says), and whether it
+        # decodes the requests that queue together as one batch (the embedded model).
+        backend = model.backend
+        self.concurrency = max(1, getattr(backend, "concurrency", 1))
+        self.batches = bool(getattr(backend, "batches", False))
+        # What an improver that submits should keep outstanding: the requests the backend
+        # answers at once, or, where it decodes batches, a batch's worth.
+        self.max_in_flight = model.max_responses_per_call if self.batches else self.concurrency
         self.flight = Flight(schedule, on_delivered)
         self._dispatcher: Dispatcher | None = None
         self._submitted: dict[int, tuple[str, str | None]] = {}  # handle -> kind, program
@@ -226,22 +233,22 @@ class ImproverHost:
             self._note_spent("model", f"asked the language model past its budget ({exc})")
             raise
         if self._dispatcher is None:
-            batches = bool(getattr(self.model.backend, "batches", False))
-            self._dispatcher = Dispatcher(self.model, self.concurrency, batches)
+            self._dispatcher = Dispatcher(self.model, self.concurrency, self.batches)
         handle = self.flight.add(self._dispatcher.send(prompt))
         self._submitted[handle] = ("reply", request.program)
         return ok(handle, budget=self.model.budget)
 
     def submit_score(self, fields: dict[str, Any]) -> dict[str, Any]:
         request = _SubmitScore.model_validate(fields)
-        if self.utility.uses >= self.utility.budget:
+        try:
+            self.utility.charge()  # now: what is in flight cannot overspend
+        except BudgetExhausted:
+            budget = self.utility.budget
             self._note_spent(
-                "utility",
-                f"asked the utility past its budget of {self.utility.budget} evaluations",
+                "utility", f"asked the utility past its budget of {budget} evaluations"
             )
-            raise BudgetExhausted(f"utility budget of {self.utility.budget} evaluations spent")
+            raise
         self.on_request("score", 1)
-        self.utility.uses += 1  # charged now: what is in flight cannot overspend
         handle = self.flight.add(self.prefetcher.future(request.program))
         self._submitted[handle] = ("evaluation", request.program)
         return ok(handle, uses=self.utility.uses, budget=self.utility.budget)
@@ -346,13 +353,12 @@ def run_improver(
     on_request: Callable[[str, int], None] | None = None,
     ranker: CandidateRanker | None = None,
     on_record: OnRecord | None = None,
-    concurrency: int = 1,
     schedule: list[int] | None = None,
     on_delivered: Callable[[int], None] | None = None,
 ) -> ImproverOutcome:
     """Run `improver` on `initial_solution` in a sandbox, answering its calls here.
-    `concurrency`: requests the backend takes at once; `schedule`, `on_delivered`: the
-    order handles were delivered in, to replay and to record (stop/host/flight.py)."""
+    `schedule`, `on_delivered`: the order handles were delivered in, to replay and to
+    record (stop/host/flight.py)."""
     host = ImproverHost(
         initial_solution,
         utility,
@@ -361,21 +367,17 @@ def run_improver(
         on_request=on_request,
         ranker=ranker,
         on_record=on_record,
-        concurrency=concurrency,
         schedule=schedule,
         on_delivered=on_delivered,
         deadline=time.monotonic() + limits.wall_s,
     )
-    batches = bool(getattr(model.backend, "batches", False))
     payload = {
         "improver": improver,
         "initial_solution": initial_solution,
         "language_model": {
             "budget": model.budget,
             "max_responses_per_call": model.max_responses_per_call,
-            # What an improver that submits should keep outstanding: the requests the
-            # backend answers at once, or, where it decodes batches, a batch's worth.
-            "max_in_flight": model.max_responses_per_call if batches else host.concurrency,
+            "max_in_flight": host.max_in_flight,
         },
         "utility": {
             "name": utility.name,

@@ -70,9 +70,11 @@ class Prefetcher:
         """The utility's evaluation; a timing taken while the embedded model generated on
         the same cores is marked provisional (the improver ranks by it; no view shows it
         as a score, and the run's figures are the re-scoring's)."""
-        mark = self.model.mark() if self.model is not None else None
+        if self.model is None or not self.utility.noisy:
+            return self.utility.judge(program)
+        mark = self.model.mark()
         evaluation = self.utility.judge(program)
-        if self.utility.noisy and mark is not None and self.model and self.model.busy(mark):
+        if self.model.busy(mark):
             return evaluation.model_copy(update={"provisional": True})
         return evaluation
 

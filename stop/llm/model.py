@@ -80,9 +80,7 @@ class LanguageModel:
         )
         self.usage = Usage()
         self._samples: Counter[tuple[str, str, float]] = Counter()
-        # Worst-case tokens (in all) and tokens and USD (by prompt) of the samples
-        # reserved and not yet back.
-        self._held_tokens = 0
+        # Worst-case tokens and USD of each sample reserved and not yet back.
         self._holds: dict[Prompt, tuple[int, float]] = {}
         self._generations = [0, 0]  # backend calls begun, ended (ints: atomic enough)
         self._lock = threading.Lock()
@@ -126,7 +124,8 @@ class LanguageModel:
                 )
             if (
                 self.budget_tokens is not None
-                and self.usage.tokens + self._held_tokens >= self.budget_tokens
+                and self.usage.tokens + sum(t for t, _ in self._holds.values())
+                >= self.budget_tokens
             ):
                 raise BudgetExhausted(f"language-model token budget of {self.budget_tokens} spent")
             counted = self.budget_requests is not None and bool(messages)
@@ -154,7 +153,6 @@ class LanguageModel:
                 )
                 self._samples[key] += 1
                 self._holds[prompts[-1]] = hold
-                self._held_tokens += hold[0]
         return prompts
 
     def _usd(self, prompt_tokens: int, completion_tokens: int) -> float:
@@ -187,8 +185,7 @@ class LanguageModel:
 
     def _unhold(self, prompt: Prompt, spent: float | None = 0.0) -> float:
         """End a prompt's hold; it cost `spent` (None: its worst case). Returns the cost."""
-        tokens, usd = self._holds.pop(prompt, (0, 0.0))
-        self._held_tokens -= tokens
+        _, usd = self._holds.pop(prompt, (0, 0.0))
         spent = usd if spent is None else spent
         if self.purse is not None:
             self.purse.settle(usd, spent)

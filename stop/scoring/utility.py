@@ -189,10 +189,14 @@ class Utility(ABC):
     def use(self, program: str, evaluated: Evaluation | None = None) -> Evaluation:
         """One budgeted evaluation on behalf of an improver (`evaluated`: of this program,
         already done ahead of the request)."""
+        self.charge()
+        return (evaluated or self.judge(program)).with_feedback()
+
+    def charge(self) -> None:
+        """Count one use of the budget, or raise BudgetExhausted if none is left."""
         if self.uses >= self.budget:
             raise BudgetExhausted(f"utility budget of {self.budget} evaluations spent")
         self.uses += 1
-        return (evaluated or self.judge(program)).with_feedback()
 
     def improves(self, score: float, baseline: float) -> bool:
         return score > baseline * (1 + self.min_improvement) if baseline > 0 else score > baseline

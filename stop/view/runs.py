@@ -24,23 +24,20 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from stop.errors import BadInput
 from stop.records import (
     CandidateRecord,
-    Failed,
-    Finished,
     ImproveResult,
     ImproverRecord,
     IterationSaved,
-    Resumed,
     Started,
 )
 from stop.store import (
     DamagedRun,
-    alive,
     is_dir,
     list_folder,
     read_generations,
     read_json,
     read_record,
     read_text,
+    run_state,
     scan_events,
     shown_name,
 )
@@ -149,19 +146,7 @@ def read_run(run_dir: Path) -> RunView:
     events, bad_lines = scan_events(run_dir)
     started = next((e for e in events if isinstance(e, Started)), None)
     kind = started.kind if started else ("self-improve" if "rounds" in raw else "improve")
-    status, error = "running", None
-    runner = None  # the process running it, as its log last said
-    for event in events:
-        if isinstance(event, Finished):
-            status, error = "finished", None
-        elif isinstance(event, Failed):
-            error = event.error
-            status = "interrupted" if error.startswith("KeyboardInterrupt") else "failed"
-        elif isinstance(event, Started | Resumed):
-            status, error, runner = "running", None, event.process
-    if status == "running" and runner is not None and alive(runner) is False:
-        # Its process is gone without a word in the log: killed (kill -9, power, OOM).
-        status, error = "killed", "the process running it ended without saying so"
+    status, error, _ = run_state(events)
     records, warnings = _records(run_dir, run_id)
     if bad_lines:
         # The rest of the log still says how the run went; the status may be stale.
