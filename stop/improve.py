@@ -33,6 +33,7 @@ from stop.records import (
 )
 from stop.sandbox.jail import sandbox_kind
 from stop.sandbox.runner import Limits
+from stop.scoring import sameness
 from stop.scoring.utility import Target, Utility
 from stop.sources import load_improver, read_source
 from stop.store import RunStore
@@ -79,10 +80,21 @@ def rescore(
     return baseline, failed[0] if failed else _median(evaluations)
 
 
-def _best_scored(scored: list[tuple[str, Evaluation]], original: str) -> str | None:
+def _rival(program: str, original: str, utility: Utility) -> bool:
+    """Whether `program` may be crowned over the original. Under a noisy utility (a
+    timing) a copy that differs only in comments, layout or docstrings may not: whatever
+    it measured faster was noise (the embedded model's rewrites are mostly such copies)."""
+    if program.strip() == original.strip():
+        return False
+    return not (utility.noisy and sameness.same_code(program, original, utility.language))
+
+
+def _best_scored(
+    scored: list[tuple[str, Evaluation]], original: str, utility: Utility
+) -> str | None:
     """The best program the improver had scored, other than the original; the first of
     equals."""
-    rivals = [(p, e) for p, e in scored if e.status == "ok" and p.strip() != original.strip()]
+    rivals = [(p, e) for p, e in scored if e.status == "ok" and _rival(p, original, utility)]
     return max(rivals, key=lambda pe: pe[1].score)[0] if rivals else None
 
 
@@ -168,13 +180,13 @@ def _run(
     changed = bool(
         outcome.status == "ok"
         and outcome.program
-        and outcome.program.strip() != target.source.strip()
+        and _rival(outcome.program, target.source, utility)
     )
     candidate = outcome.program if changed else None
     if outcome.status != "ok":
         # An improver that fails after scoring candidates (a STOP improver raises once the
         # model's budget is spent) still leaves them: its best one is re-scored like a choice.
-        candidate = _best_scored(scored, target.source)
+        candidate = _best_scored(scored, target.source, utility)
     baseline, chosen = rescore(utility, target.source, candidate)
     best_program, best = target.source, baseline
     if (

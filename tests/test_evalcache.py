@@ -16,7 +16,7 @@ import pytest
 from stop.records import Budget, Evaluation, Status, UtilityOptions
 from stop.scoring.blocks import Blocks
 from stop.scoring.evalcache import EvaluationCache, storable
-from stop.scoring.sameness import normalized, program_key
+from stop.scoring.sameness import normalized, program_key, same_code
 from stop.scoring.task import Instance, TaskUtility
 from stop.scoring.utility import Target, load_utility
 from tests.helpers import ROOT
@@ -94,6 +94,18 @@ def test_lmc_programs_compare_by_their_tokens():
     assert program_key(one, "lmc") != program_key(one.replace("1", "2"), "lmc")
     # The same text is another program in another language.
     assert program_key(one, "lmc") != program_key(one, "python")
+
+
+def test_the_same_code_sets_docstrings_aside_too():
+    """What a timing cannot tell apart: a copy without its docstrings is the same code
+    (stop/improve.py never crowns it under a noisy utility), a changed token is not."""
+    bare = PROGRAM.replace('    """Guess."""\n', "")
+    assert program_key(bare) != program_key(PROGRAM)  # __doc__ differs: not reused
+    assert same_code(bare, SAME) and same_code(PROGRAM.replace("Guess", "Other"), PROGRAM)
+    assert not same_code(PROGRAM.replace("0.5", "0.6"), PROGRAM)
+    # A module's only statement, a docstring: the same code as an empty module.
+    assert same_code('"""Nothing."""\n', "")
+    assert not same_code("def f(:\n", "def g(:\n")  # no tree: the normalized form
 
 
 # --- fingerprints and what is cacheable -----------------------------------------------

@@ -176,3 +176,45 @@ def test_rich_output_shows_table_diff_and_run_dir(tmp_path, script):
     assert proc.returncode == 0, proc.stderr
     for text in ("Candidates", "syntax_error", "+@lru_cache", "Improved", "Run saved in"):
         assert text in proc.stdout, text
+
+
+# A noisy utility that happens to favour shorter programs: it stands for a timing in which
+# a copy of the original ran faster by chance (as one did in the embedded model's
+# measurement: a copy without its docstring, "1.27x faster").
+NOISY = """
+from stop.scoring.utility import Evaluation, Utility
+
+
+class Shorter(Utility):
+    name = "shorter"
+    description = "shorter is better"
+    noisy = True
+
+    def evaluate(self, program):
+        return Evaluation(status="ok", score=1000.0 / len(program), seconds=0.0)
+
+
+def build(target, options):
+    return Shorter()
+"""
+
+
+def test_a_noisy_utility_never_crowns_a_copy_of_the_original(tmp_path, script):
+    utility = tmp_path / "shorter.py"
+    utility.write_text(NOISY)
+    source = FIB.read_text()
+    # The docstring gone and the layout changed, the code the same: shorter, so "better".
+    copy = "\n".join(line for line in source.splitlines() if not line.startswith('"""'))
+    copy = copy.replace("fib(n - 1) + fib(n - 2)", "fib(n-1)+fib(n-2)")
+    assert len(copy) < len(source) and "def fib" in copy
+
+    def run(reply: str):
+        config = _config(
+            tmp_path, script([f"```python\n{reply}\n```"]), utility=str(utility), use_cache=False
+        )
+        return improve_run(config)
+
+    result = run(copy)
+    assert not result.improved and result.best_score == result.baseline_score
+    # A change to the code itself is still crowned when it scores better.
+    assert run(copy.replace("fib(n-1)+fib(n-2)", "n")).improved

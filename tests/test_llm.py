@@ -357,6 +357,40 @@ def test_count_tokens() -> None:
     assert count_tokens("word " * 400) > count_tokens("word")
 
 
+def test_the_encoding_loads_once_while_a_model_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model starts the load in the background; a count asked meanwhile waits for that
+    load rather than starting another (on a machine without network each one is a failed
+    download)."""
+    import tiktoken
+
+    from stop.llm import tokens
+
+    loads: list[str] = []
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow_load(name: str) -> object:
+        loads.append(name)
+        started.set()
+        release.wait(5)
+        raise OSError("no network")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", slow_load)
+    tokens._load.cache_clear()
+    try:
+        tokens.warm()
+        assert started.wait(5)
+        counted: list[int] = []
+        counter = threading.Thread(target=lambda: counted.append(count_tokens("abcdefgh")))
+        counter.start()
+        release.set()
+        counter.join(5)
+        assert counted == [2]  # the estimate: four bytes a token
+        assert loads == ["o200k_base"]
+    finally:
+        tokens._load.cache_clear()  # the next test loads the real encoding again
+
+
 def test_derived_seeds_are_stable_and_never_collide():
     """A round's seed and a meta-utility test's are each the same in every run of one
     seed and distinct from all the others (seed * 1000 + 500 + round collided with test

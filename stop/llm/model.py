@@ -29,7 +29,7 @@ from stop.errors import BudgetExhausted, ModelError, StopError
 from stop.llm.base import Backend, BatchFailure, Completion, Prompt
 from stop.llm.cache import ResponseCache, cache_key
 from stop.llm.purse import Purse
-from stop.llm.tokens import count_tokens
+from stop.llm.tokens import count_tokens, warm
 from stop.records import Usage
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class LanguageModel:
         self._holds: dict[Prompt, tuple[int, float]] = {}
         self._generations = [0, 0]  # backend calls begun, ended (ints: atomic enough)
         self._lock = threading.Lock()
+        warm()  # reserve counts tokens: the encoding loads while the run is set up
 
     @property
     def budget(self) -> int:

@@ -2,7 +2,8 @@
 
 tiktoken downloads its encodings on first use; on a machine without network that
 fails (or hangs), so the load runs once, bounded in time, and counts fall back to an
-estimate of four bytes a token.
+estimate of four bytes a token. A model starts the load when it is built (`warm`), so
+that the wait is spent beside the run's setup, not before its first request.
 """
 
 from __future__ import annotations
@@ -14,10 +15,21 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 _LOAD_TIMEOUT_S = 5.0
+_loading = threading.Lock()  # one load: a second caller waits for the first's result
+
+
+def warm() -> None:
+    """Start loading the encoding in the background, if it is not loaded yet."""
+    threading.Thread(target=_encoding, name="tiktoken-load", daemon=True).start()
+
+
+def _encoding() -> Any | None:
+    with _loading:
+        return _load()
 
 
 @functools.cache
-def _encoding() -> Any | None:
+def _load() -> Any | None:
     box: list[Any] = []
 
     def load() -> None:
