@@ -23,7 +23,7 @@ from types import TracebackType
 from stop.errors import BadInput
 from stop.llm import build_backend
 from stop.llm.base import Backend
-from stop.llm.cache import ResponseCache
+from stop.llm.cache import ResponseCache, check_cache
 from stop.llm.model import LanguageModel
 from stop.llm.prices import cost
 from stop.llm.purse import Purse
@@ -97,6 +97,8 @@ class Run:
         self.events = EventLog(watchers)
         self.store: RunStore | None = None
         self.use_cache = use_cache
+        if use_cache:  # a damaged cache is found now; it is opened with the first model
+            check_cache(self._cache_path)
         self._cache: ResponseCache | None = None
         self._evaluations: EvaluationCache | None = None
         self._utilities: list[Utility] = []  # built before the store: given the cache then
@@ -130,8 +132,12 @@ class Run:
     def cache(self) -> ResponseCache | None:
         """Opened when the first model is made: bad input found before leaves no file."""
         if self.use_cache and self._cache is None:
-            self._cache = ResponseCache(self.runs_dir / ".cache" / "responses.sqlite3")
+            self._cache = ResponseCache(self._cache_path)
         return self._cache
+
+    @property
+    def _cache_path(self) -> Path:
+        return self.runs_dir / ".cache" / "responses.sqlite3"
 
     @property
     def evaluations(self) -> EvaluationCache | None:

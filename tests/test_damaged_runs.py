@@ -449,3 +449,21 @@ def test_the_terminal_ui_says_what_it_cannot_read_and_goes_on(runs):
             await pilot.press("q")
 
     asyncio.run(main())
+
+
+def test_a_damaged_response_cache_is_bad_input_before_anything_is_written(tmp_path):
+    """Not set aside as a damaged evaluation cache is: a run without it would pay again
+    for every reply it holds. One line, exit 2, no run folder; --no-cache still runs."""
+    runs = tmp_path / "runs"
+    (runs / ".cache").mkdir(parents=True)
+    (runs / ".cache" / "responses.sqlite3").write_bytes(b"not a database " * 100)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([R.MEMO]))
+    args = ("improve", "--target", str(FIB), "--backend", "scripted", "--script", str(script))
+    failed = run_stop(*args, "--runs-dir", str(runs), cwd=tmp_path)
+    assert failed.returncode == 2, failed.stderr
+    [line] = failed.stderr.strip().splitlines()
+    assert line.startswith("error: the response cache ") and "--no-cache" in line
+    assert sorted(p.name for p in runs.iterdir()) == [".cache"]
+    ran = run_stop(*args, "--runs-dir", str(runs), "--no-cache", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr

@@ -10,6 +10,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from stop.errors import BadInput
 from stop.llm.base import Completion, Prompt
 
 log = logging.getLogger(__name__)
@@ -20,18 +21,50 @@ def cache_key(backend_id: str, prompt: Prompt) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def check_cache(path: Path) -> None:
+    """Raise BadInput if `path` exists and is not a response cache stop can read; creates
+    nothing. Unlike the evaluation cache, a damaged response cache is not set aside: a run
+    without it would pay again for every reply it holds, and a resume depends on it."""
+    if not path.exists():
+        return
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            db.execute("SELECT name FROM sqlite_master").fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            return  # another stop process is writing it: readable, later
+        raise _damaged(path, exc) from exc
+    except sqlite3.DatabaseError as exc:
+        raise _damaged(path, exc) from exc
+
+
+def _damaged(path: Path, exc: Exception) -> BadInput:
+    return BadInput(
+        f"the response cache {path} cannot be read ({exc}): move it away to start a new "
+        "one (its replies will be paid for again), or run with --no-cache"
+    )
+
+
 class ResponseCache:
     """SQLite keyed by everything that determines a response; safe across threads."""
 
     def __init__(self, path: Path) -> None:
+        check_cache(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # timeout: several stop processes may share one cache file
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        with self._lock, self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)"
-            )
+        try:
+            with self._lock, self._db:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)"
+                )
+        except sqlite3.DatabaseError as exc:  # damaged since check_cache read it
+            self._db.close()
+            raise _damaged(path, exc) from exc
 
     def get(self, key: str) -> Completion | None:
         try:
