@@ -52,7 +52,6 @@ class ResponseCache:
     """SQLite keyed by everything that determines a response; safe across threads."""
 
     def __init__(self, path: Path) -> None:
-        check_cache(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # timeout: several stop processes may share one cache file
@@ -62,7 +61,7 @@ class ResponseCache:
                 self._db.execute(
                     "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT)"
                 )
-        except sqlite3.DatabaseError as exc:  # damaged since check_cache read it
+        except sqlite3.DatabaseError as exc:  # damaged (Run checks it before the run)
             self._db.close()
             raise _damaged(path, exc) from exc
 
