@@ -55,8 +55,16 @@ def call(code: str, use_pool: bool, limits: Limits = FAST, inputs=None):
     return result
 
 
-def test_pooled_child_is_confined_like_a_fresh_one(monkeypatch):
+# The host's locale: a login without LANG is the C locale, in which a fresh interpreter
+# adds LC_CTYPE to its own environment (PEP 538) and a pooled child must see the same.
+@pytest.mark.parametrize("lang", ["C.UTF-8", None])
+def test_pooled_child_is_confined_like_a_fresh_one(monkeypatch, lang):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-host-secret")
+    monkeypatch.delenv("LC_ALL", raising=False)
+    if lang is None:
+        monkeypatch.delenv("LANG", raising=False)
+    else:
+        monkeypatch.setenv("LANG", lang)
     slots.shutdown()  # the warm parent starts now, with the secret in the host's environment
     fresh, pooled = call(PROBE, use_pool=False), call(PROBE, use_pool=True)
     assert fresh.status == pooled.status == "ok", (fresh.error, pooled.error)

@@ -49,6 +49,11 @@ def child_env(workdir: str | None) -> dict[str, str]:
     env.update(HOME=home, TMPDIR=tmp, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
     # Numeric libraries must not start thread pools: a timed worker may not start threads.
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if "LC_ALL" not in env and env.get("LANG", "C") in ("C", "POSIX"):
+        # What a fresh interpreter sets in its own environment in the C locale (PEP 538);
+        # set here, so that a child forked from a warm parent, which is handed exactly
+        # this environment, sees what a fresh one sees (a login without LANG showed it).
+        env["LC_CTYPE"] = "C.UTF-8"
     return env
 
 
