@@ -70,16 +70,13 @@ def rescore(
     that a load spike during one measurement cannot crown a no-op rewrite.
     """
     pairs = _rounds(utility, original, chosen, 3 if utility.noisy else 1)
-    if utility.noisy and chosen is not None and _narrow(utility, pairs):
+    baseline, decided = _decided(pairs)
+    if utility.noisy and decided is not None and _narrow(utility, baseline, decided):
         # A narrow win is timed again before it counts: noise alone crowned programs
         # that do the original's work at 1.10-1.14x on the medians of three rounds.
         pairs += _rounds(utility, original, chosen, CONFIRM_ROUNDS)
-    baseline = _median([p[0] for p in pairs])
-    if chosen is None:
-        return baseline, None
-    evaluations = [p[1] for p in pairs if p[1] is not None]
-    failed = [e for e in evaluations if e.status != "ok"]
-    return baseline, failed[0] if failed else _median(evaluations)
+        baseline, decided = _decided(pairs)
+    return baseline, decided
 
 
 def _rounds(
@@ -95,13 +92,22 @@ def _rounds(
     return pairs
 
 
-def _narrow(utility: Utility, pairs: list[tuple[Evaluation, Evaluation | None]]) -> bool:
-    """Whether the choice wins on these rounds' medians, by less than CONFIRM_BELOW."""
-    chosen = [p[1] for p in pairs if p[1] is not None]
-    if not chosen or any(e.status != "ok" for e in chosen):
-        return False
-    baseline, score = _median([p[0] for p in pairs]).score, _median(chosen).score
-    return utility.improves(score, baseline) and score < baseline * CONFIRM_BELOW
+def _decided(
+    pairs: list[tuple[Evaluation, Evaluation | None]],
+) -> tuple[Evaluation, Evaluation | None]:
+    """The original's median and the choice's: its first failure, else its median."""
+    baseline = _median([p[0] for p in pairs])
+    evaluations = [p[1] for p in pairs if p[1] is not None]
+    if not evaluations:
+        return baseline, None
+    failed = [e for e in evaluations if e.status != "ok"]
+    return baseline, failed[0] if failed else _median(evaluations)
+
+
+def _narrow(utility: Utility, baseline: Evaluation, chosen: Evaluation) -> bool:
+    """Whether the choice wins, by less than CONFIRM_BELOW."""
+    b, c = baseline.score, chosen.score
+    return chosen.status == "ok" and utility.improves(c, b) and c < b * CONFIRM_BELOW
 
 
 def _rival(program: str, original: str, utility: Utility) -> bool:
